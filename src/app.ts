@@ -1,0 +1,117 @@
+import type { Server } from "node:http";
+import type { AppConfig } from "./config/load-config.js";
+import { childProcessEnvironment } from "./config/process-env.js";
+import type { ControlPlane } from "./control-plane/control-plane.js";
+import { NatsControlPlane } from "./control-plane/nats-control-plane.js";
+import { TaskConnector } from "./control-plane/task-connector.js";
+import { DeploymentHandler } from "./deployments/deployment-handler.js";
+import { TargetResolver } from "./deployments/targets.js";
+import { SimpleGitGitopsRepo } from "./gitops-repo/simple-git-gitops-repo.js";
+import { buildHttpApp, close, listen } from "./http/http-server.js";
+import type { Logger } from "./shared/logger.js";
+import type { SecretRegistry } from "./shared/secrets.js";
+import { ArgoCdClient } from "./sync/argocd/argocd-client.js";
+import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
+import type { SyncWatcher } from "./sync/sync-watcher.js";
+
+export interface AppDependencies {
+  config: AppConfig;
+  logger: Logger;
+  secrets: SecretRegistry;
+  /** Replaces the NATS control plane (the Keptn API mode will plug in here). */
+  controlPlane?: ControlPlane;
+  fetch?: typeof globalThis.fetch;
+}
+
+export interface App {
+  /** Connects to the control plane, subscribes, and listens for HTTP. Resolves with the HTTP base URL. */
+  start(): Promise<{ httpUrl: string }>;
+  /** Stops taking events, answers the running ones, drains NATS, closes HTTP. */
+  stop(): Promise<void>;
+  /** Resolves when no deployment is in flight. */
+  idle(): Promise<void>;
+}
+
+/** Registers every secret of the configuration so that no log line or event can show it. */
+export function registerSecrets(config: AppConfig, secrets: SecretRegistry): void {
+  for (const repository of config.repositories) {
+    if (repository.auth) secrets.addBasicAuth(repository.auth.username, repository.auth.token);
+  }
+  for (const server of config.argocd.servers) secrets.add(server.token);
+}
+
+/** The composition root: builds every adapter from the configuration and wires them. No I/O until start(). */
+export function buildApp(deps: AppDependencies): App {
+  const { config, logger, secrets } = deps;
+  registerSecrets(config, secrets);
+
+  const controlPlane =
+    deps.controlPlane ??
+    new NatsControlPlane({
+      url: config.nats.url,
+      queueGroup: config.integration.name,
+      logger,
+      connectTimeoutMs: 10_000,
+    });
+  const repo = new SimpleGitGitopsRepo({
+    cacheDir: config.git.cacheDir,
+    author: config.git.author,
+    pushAttempts: config.git.pushAttempts,
+    commandTimeoutMs: config.git.commandTimeout,
+    baseEnv: childProcessEnvironment(),
+    logger,
+    secrets,
+  });
+  /** GitOps tool -> sync watcher, one per configured server. Flux joins this list. */
+  const syncWatchers = new Map<string, SyncWatcher>(
+    config.argocd.servers.map((server) => [
+      server.name,
+      new ArgoCdSyncWatcher({
+        client: new ArgoCdClient({
+          baseUrl: server.url,
+          token: server.token,
+          requestTimeoutMs: server.requestTimeout,
+          ...(deps.fetch ? { fetch: deps.fetch } : {}),
+        }),
+        pollIntervalMs: server.pollInterval,
+      }),
+    ]),
+  );
+  const connector = new TaskConnector({
+    controlPlane,
+    source: config.integration.name,
+    logger,
+    secrets,
+    handlers: [
+      new DeploymentHandler({
+        targets: new TargetResolver(config),
+        repo,
+        syncWatchers,
+        fallbackTimeoutMs: 60_000,
+      }),
+    ],
+  });
+  const http = buildHttpApp({ checks: () => ({ config: true, nats: controlPlane.isConnected() }) });
+  let server: Server | undefined;
+
+  return {
+    async start() {
+      const listening = await listen(http, config.http.host, config.http.port);
+      server = listening.server;
+      await controlPlane.start();
+      await connector.start();
+      logger.info(
+        { http: listening.url, integration: config.integration.name },
+        "keptn-gitops-service started",
+      );
+      return { httpUrl: listening.url };
+    },
+    async stop() {
+      await connector.stop();
+      await controlPlane.close();
+      if (server) await close(server);
+      logger.info("keptn-gitops-service stopped");
+    },
+    idle: () => connector.idle(),
+  };
+}

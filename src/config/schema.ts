@@ -1,0 +1,132 @@
+import { z } from "zod";
+import { durationSchema } from "../shared/duration.js";
+
+/**
+ * Where a secret comes from. Secrets never sit in the YAML itself: only the name of an environment variable or
+ * the path of a file (a mounted Kubernetes Secret) does.
+ */
+const secretRefSchema = z.union(
+  [z.strictObject({ fromEnv: z.string().min(1) }), z.strictObject({ fromFile: z.string().min(1) })],
+  { error: "give the secret as { fromEnv: VARIABLE } or { fromFile: /path }; secrets never go in this file" },
+);
+export type SecretRef = z.infer<typeof secretRefSchema>;
+
+const nameSchema = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "use lowercase letters, digits and dashes");
+
+/** A project/stage/service pattern: `*` matches any run of characters. */
+const patternSchema = z.string().min(1).default("*");
+
+const repositorySchema = z.strictObject({
+  name: nameSchema,
+  url: z.string().regex(/^(https?|file):\/\//, "use an http(s):// or file:// URL"),
+  branch: z.string().min(1).default("main"),
+  auth: z
+    .strictObject({
+      username: z.string().min(1).default("x-access-token"),
+      token: secretRefSchema,
+    })
+    .optional(),
+});
+
+const argoCdServerSchema = z.strictObject({
+  name: nameSchema,
+  url: z.string().regex(/^https?:\/\//, "use an http(s):// URL"),
+  token: secretRefSchema,
+  /** How often an in-flight deployment reads its application. */
+  pollInterval: durationSchema.default(2_000),
+  /** Timeout of one HTTP request (a `?refresh=` GET blocks until Argo CD has compared). */
+  requestTimeout: durationSchema.default(60_000),
+});
+
+/** Where the image of `configurationChange.values.image` goes in a Helm values file: key paths such as `image.tag`. */
+const helmValuesChangeSchema = z
+  .strictObject({
+    kind: z.literal("helm-values"),
+    /** Key path that gets the whole reference, e.g. `image` for `image: repo/name:tag`. */
+    reference: z.string().min(1).optional(),
+    repository: z.string().min(1).optional(),
+    tag: z.string().min(1).optional(),
+  })
+  .refine((c) => c.reference || c.tag, {
+    message: "name where the image goes: `tag` (with `repository` if wanted) or `reference`",
+  });
+
+const manifestImageChangeSchema = z.strictObject({
+  kind: z.literal("manifest-image"),
+  /** Container name; without it, every container whose image has the same repository as the new image. */
+  container: z.string().min(1).optional(),
+});
+
+export const changeSchema = z.discriminatedUnion("kind", [helmValuesChangeSchema, manifestImageChangeSchema]);
+export type ChangeSpec = z.infer<typeof changeSchema>;
+
+const argoCdDeploySchema = z.strictObject({
+  tool: z.literal("argocd"),
+  server: nameSchema,
+  /** Application name template with {project}, {stage}, {service}. */
+  application: z.string().min(1).default("{service}-{stage}"),
+  /** Sent as `appNamespace` when the application lives outside Argo CD's own namespace. */
+  appNamespace: z.string().min(1).optional(),
+});
+
+const targetSchema = z.strictObject({
+  match: z
+    .strictObject({ project: patternSchema, stage: patternSchema, service: patternSchema })
+    .default({ project: "*", stage: "*", service: "*" }),
+  repository: nameSchema,
+  /** Path of the file to change, a template with {project}, {stage}, {service}. */
+  file: z.string().min(1),
+  change: changeSchema,
+  deploy: argoCdDeploySchema,
+  /** From deployment.triggered received to deployment.finished sent. */
+  timeout: durationSchema.default(600_000),
+  /** `deploymentURIsLocal` / `deploymentURIsPublic` templates; the triggered event's URIs are used when absent. */
+  uris: z
+    .strictObject({ local: z.array(z.string()).optional(), public: z.array(z.string()).optional() })
+    .optional(),
+});
+export type TargetConfig = z.infer<typeof targetSchema>;
+
+export const fileConfigSchema = z.strictObject({
+  integration: z
+    .strictObject({ name: nameSchema.default("gitops-service") })
+    .default({ name: "gitops-service" }),
+  nats: z
+    .strictObject({ url: z.string().min(1).default("nats://keptn-nats:4222") })
+    .default({ url: "nats://keptn-nats:4222" }),
+  http: z
+    .strictObject({
+      host: z.string().default("0.0.0.0"),
+      port: z.number().int().min(0).max(65535).default(8080),
+    })
+    .default({ host: "0.0.0.0", port: 8080 }),
+  log: z
+    .strictObject({ level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info") })
+    .default({ level: "info" }),
+  git: z
+    .strictObject({
+      cacheDir: z.string().min(1).default("/tmp/keptn-gitops/repos"),
+      author: z
+        .strictObject({ name: z.string().min(1), email: z.string().min(3) })
+        .default({ name: "Keptn GitOps Service", email: "keptn-gitops@localhost" }),
+      /** Push attempts when the branch moved under us (fetch, re-apply, push again). */
+      pushAttempts: z.number().int().min(1).max(20).default(5),
+      /** Timeout of one git command. */
+      commandTimeout: durationSchema.default(60_000),
+    })
+    .default({
+      cacheDir: "/tmp/keptn-gitops/repos",
+      author: { name: "Keptn GitOps Service", email: "keptn-gitops@localhost" },
+      pushAttempts: 5,
+      commandTimeout: 60_000,
+    }),
+  repositories: z.array(repositorySchema).min(1, "configure at least one repository"),
+  argocd: z.strictObject({ servers: z.array(argoCdServerSchema) }).default({ servers: [] }),
+  targets: z.array(targetSchema).min(1, "configure at least one target"),
+});
+
+export type FileConfig = z.infer<typeof fileConfigSchema>;
+export type RepositoryConfig = z.infer<typeof repositorySchema>;
+export type ArgoCdServerConfig = z.infer<typeof argoCdServerSchema>;

@@ -1,0 +1,137 @@
+import type { TaskContext, TaskHandler } from "../control-plane/task-connector.js";
+import type { TriggeredEvent } from "../keptn/cloud-event.js";
+import {
+  deploymentTriggeredDataSchema,
+  type DeploymentFinishedData,
+  type DeploymentTriggeredData,
+} from "../keptn/deployment-data.js";
+import type { TaskFinish } from "../keptn/event-builders.js";
+import { editFile } from "../gitops-repo/editors/editors.js";
+import type { GitopsRepo } from "../gitops-repo/gitops-repo.js";
+import { parseImageReference, type ImageReference } from "../gitops-repo/image-reference.js";
+import { renderTemplate } from "../gitops-repo/repo-path.js";
+import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../shared/errors.js";
+import { formatDuration } from "../shared/duration.js";
+import type { SyncWatcher } from "../sync/sync-watcher.js";
+import { deploymentCommitMessage } from "./commit-message.js";
+import type { Target, TargetResolver } from "./targets.js";
+
+export interface DeploymentHandlerOptions {
+  targets: TargetResolver;
+  repo: GitopsRepo;
+  /** One watcher per configured GitOps server, by the name targets use in `deploy.server`. */
+  syncWatchers: ReadonlyMap<string, SyncWatcher>;
+  /** Deadline for events that match no target (they are answered at once anyway). */
+  fallbackTimeoutMs: number;
+}
+
+const short = (sha: string) => sha.slice(0, 7);
+
+/**
+ * The use case: deploy through GitOps. Resolve the target, write the image into the repository (commit + push,
+ * or nothing when it is already there), then wait until the GitOps tool has synced that commit and the app is
+ * healthy.
+ */
+export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
+  readonly task = "deployment";
+  readonly dataSchema = deploymentTriggeredDataSchema;
+
+  constructor(private readonly options: DeploymentHandlerOptions) {}
+
+  timeoutMs(event: TriggeredEvent<DeploymentTriggeredData>): number {
+    return this.targetOrUndefined(event)?.timeoutMs ?? this.options.fallbackTimeoutMs;
+  }
+
+  baseTaskData(event: TriggeredEvent<DeploymentTriggeredData>): Record<string, unknown> {
+    const target = this.targetOrUndefined(event);
+    const { deployment } = event.data;
+    const uris = (templates: string[] | undefined, given: string[]) =>
+      templates ? templates.map((t) => renderTemplate(t, event.scope, "deployment URI")) : given;
+    const data: Omit<DeploymentFinishedData, "gitCommit"> = {
+      deploymentstrategy: deployment.deploymentstrategy || "direct",
+      deploymentNames: target ? [target.deploy.application] : [],
+      deploymentURIsLocal: uris(target?.uris?.local, deployment.deploymentURIsLocal),
+      deploymentURIsPublic: uris(target?.uris?.public, deployment.deploymentURIsPublic),
+    };
+    return data;
+  }
+
+  async execute({
+    event,
+    logger,
+    signal,
+    deadline,
+  }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
+    const target = this.options.targets.resolve(event.scope);
+    const image = imageOf(event);
+    const watcher = this.options.syncWatchers.get(target.deploy.server);
+    if (!watcher) throw new Error(`no sync watcher for server ${target.deploy.server}`);
+
+    const change = await this.options.repo.applyChange({
+      repository: target.repository,
+      file: target.file,
+      edit: (text) => editFile(text, target.file, target.change, image),
+      message: (changes) => deploymentCommitMessage(event, image.reference, target.file, changes),
+      signal,
+    });
+    const gitCommit = change.commit;
+    const wrote = change.committed
+      ? `Committed ${change.changes.join(", ")} in ${target.file} as ${short(gitCommit)}`
+      : `${target.file} already holds ${image.reference}; deploying the current head ${short(gitCommit)}`;
+    logger.info(
+      { gitCommit, committed: change.committed, application: target.deploy.application },
+      "waiting for the GitOps tool",
+    );
+
+    try {
+      const outcome = await watcher.waitForSync({
+        application: target.deploy.application,
+        ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
+        commit: gitCommit,
+        includes: (revision) => this.options.repo.includes(target.repository, gitCommit, revision),
+        deadline,
+        signal,
+        logger,
+      });
+      const message = `${wrote}. ${outcome.message}`;
+      if (outcome.kind !== "healthy") throw new DeploymentFailedError(message, { taskData: { gitCommit } });
+      return { status: "succeeded", result: "pass", message, taskData: { gitCommit } };
+    } catch (error) {
+      if (error instanceof DeadlineExceededError) {
+        throw new DeadlineExceededError(
+          `${wrote}, but the deployment did not finish within ${formatDuration(target.timeoutMs)}: ${error.message}`,
+          {
+            cause: error,
+            taskData: { gitCommit },
+          },
+        );
+      }
+      if (error instanceof TerminalError && !error.taskData) {
+        throw new TerminalError(`${wrote}, then: ${error.message}`, {
+          cause: error,
+          taskData: { gitCommit },
+        });
+      }
+      throw error;
+    }
+  }
+
+  private targetOrUndefined(event: TriggeredEvent<DeploymentTriggeredData>): Target | undefined {
+    try {
+      return this.options.targets.resolve(event.scope);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** The image to deploy, from `configurationChange.values.image` as the Keptn CLI puts it there. */
+function imageOf(event: TriggeredEvent<DeploymentTriggeredData>): ImageReference {
+  const image = event.data.configurationChange.values["image"];
+  if (typeof image !== "string" || image.trim() === "") {
+    throw new TerminalError(
+      "the deployment.triggered event has no image: set configurationChange.values.image (e.g. keptn trigger delivery --image=docker.io/org/app:1.2.3)",
+    );
+  }
+  return parseImageReference(image);
+}

@@ -1,0 +1,258 @@
+import { createHash } from "node:crypto";
+import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { simpleGit, type SimpleGit } from "simple-git";
+import { RetryableError, TerminalError, errorMessage } from "../shared/errors.js";
+import { KeyedMutex } from "../shared/keyed-mutex.js";
+import type { Logger } from "../shared/logger.js";
+import { backoffDelay, withRetry, type RetryPolicy } from "../shared/retry.js";
+import type { SecretRegistry } from "../shared/secrets.js";
+import type { ChangeOutcome, ChangeRequest, GitopsRepo, RepositoryRef } from "./gitops-repo.js";
+import { resolveInsideRepo } from "./repo-path.js";
+
+export interface SimpleGitGitopsRepoOptions {
+  cacheDir: string;
+  author: { name: string; email: string };
+  /** Push attempts when the branch moved between fetch and push. */
+  pushAttempts: number;
+  commandTimeoutMs: number;
+  /** PATH, locale and the like for the git processes (see config/process-env.ts). */
+  baseEnv: Record<string, string>;
+  logger: Logger;
+  secrets: SecretRegistry;
+}
+
+/** Network trouble: fetch and clone are retried this way before the deployment gives up. */
+const NETWORK_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDelayMs: 5_000 };
+const PUSH_RACE_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 100, maxDelayMs: 2_000 };
+
+type GitFailure = "auth" | "not-found" | "push-race" | "other";
+
+/** Reads git's stderr: what went wrong decides whether to retry, re-apply, or answer at once. */
+function classify(message: string): GitFailure {
+  if (
+    /Authentication failed|could not read (Username|Password)|returned error: 40[13]|HTTP 40[13]|Permission denied \(publickey|terminal prompts disabled/i.test(
+      message,
+    )
+  )
+    return "auth";
+  if (
+    /Repository not found|does not appear to be a git repository|returned error: 404|couldn't find remote ref|Remote branch .* not found/i.test(
+      message,
+    )
+  )
+    return "not-found";
+  if (
+    /\[rejected\]|non-fast-forward|fetch first|Updates were rejected|cannot lock ref|failed to update ref|stale info|\[remote rejected\]/i.test(
+      message,
+    )
+  )
+    return "push-race";
+  return "other";
+}
+
+/** The URL without any user info, for messages. */
+function displayUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.username = "";
+    parsed.password = "";
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * The GitOps repository through the real `git` CLI (simple-git). One clone per repository and branch lives in the
+ * cache directory and is reused: fetch + hard reset before each change. Credentials reach git only through the
+ * environment of each git process (`GIT_CONFIG_*` → `http.<url>.extraHeader`), so they are never written to
+ * `.git/config`, a command line, or a remote URL.
+ */
+export class SimpleGitGitopsRepo implements GitopsRepo {
+  private readonly mutex = new KeyedMutex();
+
+  constructor(private readonly options: SimpleGitGitopsRepoOptions) {}
+
+  async applyChange(request: ChangeRequest): Promise<ChangeOutcome> {
+    const { repository } = request;
+    return this.mutex.run(this.key(repository), async () => {
+      const dir = await this.ensureClone(repository, request.signal);
+      const git = this.git(repository, dir, request.signal);
+      for (let attempt = 1; ; attempt++) {
+        await this.syncToRemote(git, repository);
+        const head = (await git.revparse(["HEAD"])).trim();
+        const path = await resolveInsideRepo(dir, request.file);
+        const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
+          if (error.code === "ENOENT" || error.code === "EISDIR") {
+            throw new TerminalError(
+              `${request.file} does not exist on branch ${repository.branch} of ${displayUrl(repository.url)}; create it or fix the target's file template`,
+            );
+          }
+          throw error;
+        });
+        const edited = request.edit(text);
+        if (edited.changes.length === 0) {
+          this.options.logger.info(
+            { repository: repository.name, commit: head, file: request.file },
+            "file already holds the requested value; nothing to commit",
+          );
+          return { commit: head, committed: false, changes: [] };
+        }
+        await writeFile(path, edited.text);
+        await git.add([request.file]);
+        await git.commit(request.message(edited.changes), undefined, { "--no-verify": null });
+        const commit = (await git.revparse(["HEAD"])).trim();
+        try {
+          await this.run(repository, "push", () =>
+            git.push("origin", `HEAD:refs/heads/${repository.branch}`),
+          );
+          this.options.logger.info(
+            { repository: repository.name, commit, file: request.file, attempt },
+            "pushed commit",
+          );
+          return { commit, committed: true, changes: edited.changes };
+        } catch (error) {
+          if (!(error instanceof PushRaceError)) throw error;
+          if (attempt >= this.options.pushAttempts) {
+            throw new RetryableError(
+              `the push to ${displayUrl(repository.url)} was rejected ${attempt} times because branch ${repository.branch} kept moving; trigger the deployment again`,
+              { cause: error },
+            );
+          }
+          this.options.logger.info(
+            { repository: repository.name, attempt },
+            "push rejected because the branch moved; re-applying on the new head",
+          );
+          await sleep(backoffDelay(PUSH_RACE_BACKOFF, attempt), undefined, { signal: request.signal });
+        }
+      }
+    });
+  }
+
+  async includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean> {
+    if (revision.toLowerCase() === commit.toLowerCase()) return true;
+    if (!/^[0-9a-f]{7,64}$/i.test(revision)) return false;
+    return this.mutex.run(this.key(repository), async () => {
+      const dir = await this.ensureClone(repository);
+      const git = this.git(repository, dir);
+      const known = async () =>
+        git.raw(["cat-file", "-e", `${revision}^{commit}`]).then(
+          () => true,
+          () => false,
+        );
+      if (!(await known())) {
+        await this.run(repository, "fetch", () => git.fetch("origin", repository.branch));
+        if (!(await known())) return false;
+      }
+      const base = (await git.raw(["merge-base", commit, revision]).catch(() => "")).trim();
+      return base.toLowerCase() === commit.toLowerCase();
+    });
+  }
+
+  private key(repository: RepositoryRef): string {
+    return `${repository.url}#${repository.branch}`;
+  }
+
+  private cloneDir(repository: RepositoryRef): string {
+    const hash = createHash("sha256").update(this.key(repository)).digest("hex").slice(0, 12);
+    return join(this.options.cacheDir, `${repository.name}-${hash}`);
+  }
+
+  private async ensureClone(repository: RepositoryRef, signal?: AbortSignal): Promise<string> {
+    const dir = this.cloneDir(repository);
+    const usable = await access(join(dir, ".git", "HEAD")).then(
+      () => true,
+      () => false,
+    );
+    if (usable) return dir;
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(this.options.cacheDir, { recursive: true });
+    const git = this.git(repository, this.options.cacheDir, signal);
+    await this.run(repository, "clone", () =>
+      git.clone(repository.url, dir, ["--no-tags", "--single-branch", "--branch", repository.branch]),
+    );
+    this.options.logger.info(
+      { repository: repository.name, url: displayUrl(repository.url) },
+      "cloned repository into the cache",
+    );
+    return dir;
+  }
+
+  private async syncToRemote(git: SimpleGit, repository: RepositoryRef): Promise<void> {
+    await this.run(repository, "fetch", () => git.fetch("origin", repository.branch));
+    await git.reset(["--hard", `origin/${repository.branch}`]);
+    await git.clean("f", ["-d", "-x"]);
+  }
+
+  /** Runs a git operation that talks to the remote: retries network trouble, explains auth and missing repos. */
+  private async run<T>(repository: RepositoryRef, what: string, operation: () => Promise<T>): Promise<T> {
+    return withRetry(NETWORK_RETRY, async () => {
+      try {
+        return await operation();
+      } catch (error) {
+        const message = this.options.secrets.redact(errorMessage(error));
+        const url = displayUrl(repository.url);
+        switch (classify(message)) {
+          case "auth":
+            throw new TerminalError(
+              `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
+            );
+          case "not-found":
+            throw new TerminalError(
+              `git ${what} of ${url} failed: the repository or branch ${repository.branch} does not exist; check repository "${repository.name}"`,
+            );
+          case "push-race":
+            throw new PushRaceError(message);
+          case "other":
+            throw new RetryableError(
+              `git ${what} of ${url} failed: ${message.split("\n").filter(Boolean).slice(-2).join(" ")}`,
+            );
+        }
+      }
+    });
+  }
+
+  private git(repository: RepositoryRef, baseDir: string, signal?: AbortSignal): SimpleGit {
+    const config: Array<[string, string]> = [
+      ["user.name", this.options.author.name],
+      ["user.email", this.options.author.email],
+      ["credential.helper", ""],
+      ["core.hooksPath", "/dev/null"],
+    ];
+    if (repository.auth) {
+      const basic = Buffer.from(`${repository.auth.username}:${repository.auth.token}`).toString("base64");
+      config.push([`http.${repository.url}.extraHeader`, `Authorization: Basic ${basic}`]);
+    }
+    const env: Record<string, string> = {
+      ...this.options.baseEnv,
+      GIT_TERMINAL_PROMPT: "0",
+      GIT_CONFIG_NOSYSTEM: "1",
+      GIT_CONFIG_GLOBAL: "/dev/null",
+      GIT_CONFIG_COUNT: String(config.length),
+    };
+    config.forEach(([key, value], i) => {
+      env[`GIT_CONFIG_KEY_${i}`] = key;
+      env[`GIT_CONFIG_VALUE_${i}`] = value;
+    });
+    return simpleGit({
+      baseDir,
+      timeout: { block: this.options.commandTimeoutMs },
+      ...(signal ? { abort: signal } : {}),
+      allowEnvironment: Object.keys(env).filter((key) => key.startsWith("GIT_")),
+      // simple-git guards these against untrusted input; here the service sets every value itself, to keep
+      // credentials out of argv and .git/config, to ignore the host's git config, and to switch helpers off.
+      unsafe: {
+        allowUnsafeConfigEnvCount: true,
+        allowUnsafeConfigPaths: true,
+        allowUnsafeCredentialHelper: true,
+        allowUnsafeHooksPath: true,
+      },
+    }).env(env);
+  }
+}
+
+class PushRaceError extends Error {
+  override name = "PushRaceError";
+}

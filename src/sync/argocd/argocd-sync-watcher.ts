@@ -1,0 +1,163 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { DeadlineExceededError, RetryableError, errorMessage } from "../../shared/errors.js";
+import { backoffDelay, type RetryPolicy } from "../../shared/retry.js";
+import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import type { Application } from "./application-schema.js";
+import type { ArgoCdClient } from "./argocd-client.js";
+
+export interface ArgoCdSyncWatcherOptions {
+  client: ArgoCdClient;
+  /** How often the application is read while waiting. */
+  pollIntervalMs: number;
+}
+
+const TRANSIENT_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 250, maxDelayMs: 5_000 };
+
+const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
+
+/** The revisions a field holds: the single `revision` of a one-source app, or `revisions[]` of a multi-source one. */
+function revisionsOf(
+  field: { revision?: string | undefined; revisions?: string[] | undefined } | undefined,
+): string[] {
+  return [field?.revision, ...(field?.revisions ?? [])].filter((r): r is string => !!r);
+}
+
+async function anyIncludes(request: SyncRequest, revisions: string[]): Promise<string | undefined> {
+  for (const revision of revisions) if (await request.includes(revision)) return revision;
+  return undefined;
+}
+
+/** One line of what the application looked like, for timeout messages. */
+function describe(app: Application): string {
+  const status = app.status;
+  const operation = status?.operationState;
+  const parts = [
+    `sync ${status?.sync?.status ?? "Unknown"} at ${short(revisionsOf(status?.sync)[0])}`,
+    `health ${status?.health?.status ?? "Unknown"}`,
+    operation
+      ? `last operation ${operation.phase ?? "?"} at ${short(revisionsOf(operation.syncResult)[0] ?? revisionsOf(operation.operation?.sync)[0])}`
+      : "no sync operation yet",
+  ];
+  return parts.join(", ");
+}
+
+function unhealthyDetails(app: Application): string {
+  const own = app.status?.health?.message;
+  const resources = (app.status?.resources ?? [])
+    .filter((r) => r.health?.status && r.health.status !== "Healthy")
+    .map((r) => `${r.kind}/${r.name} ${r.health?.status}${r.health?.message ? `: ${r.health.message}` : ""}`);
+  return [own, ...resources].filter(Boolean).join("; ") || "no message from Argo CD";
+}
+
+/**
+ * Follows one Argo CD application until it has synced a revision that contains the pushed commit (interfaces.md
+ * A4): refresh right after the push, start the sync when the app has no automated policy, then read the app until
+ * it is Synced and Healthy (pass), Degraded or failed (fail), or the deadline passes.
+ */
+export class ArgoCdSyncWatcher implements SyncWatcher {
+  constructor(private readonly options: ArgoCdSyncWatcherOptions) {}
+
+  async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
+    const { client } = this.options;
+    const { application, appNamespace, signal, logger } = request;
+    const lastSeen = { text: "no answer from Argo CD yet" };
+    const query = appNamespace ? { appNamespace } : {};
+
+    let app = await this.untilDeadline(request, lastSeen, () =>
+      client.getApplication(application, { ...query, refresh: "normal" }, signal),
+    );
+    lastSeen.text = describe(app);
+    if (!app.spec?.syncPolicy?.automated && !(await this.verdict(app, request))) {
+      app = await this.untilDeadline(request, lastSeen, () =>
+        client.sync(application, { revision: request.commit, ...query }, signal),
+      );
+      logger.info(
+        { application, revision: request.commit },
+        "started an Argo CD sync (the application has no automated sync policy)",
+      );
+    }
+    for (;;) {
+      const verdict = await this.verdict(app, request);
+      if (verdict) return verdict;
+      lastSeen.text = describe(app);
+      await this.pause(request, this.options.pollIntervalMs, lastSeen);
+      app = await this.untilDeadline(request, lastSeen, () =>
+        client.getApplication(application, query, signal),
+      );
+    }
+  }
+
+  /** The final state for this commit, or undefined while Argo CD is still on its way. */
+  private async verdict(app: Application, request: SyncRequest): Promise<SyncOutcome | undefined> {
+    const status = app.status;
+    const operation = status?.operationState;
+    const name = request.application;
+    const commit = short(request.commit);
+    const running = !!app.operation || operation?.phase === "Running" || operation?.phase === "Terminating";
+    if (running) return undefined;
+
+    if (operation && (operation.phase === "Failed" || operation.phase === "Error")) {
+      const revision = await anyIncludes(request, [
+        ...revisionsOf(operation.syncResult),
+        ...revisionsOf(operation.operation?.sync),
+      ]);
+      if (revision) {
+        return {
+          kind: "sync-failed",
+          revision,
+          message: `Argo CD could not sync application ${name} to commit ${commit}: ${operation.message ?? operation.phase}`,
+        };
+      }
+    }
+    const synced =
+      status?.sync?.status === "Synced" ? await anyIncludes(request, revisionsOf(status.sync)) : undefined;
+    if (!synced) return undefined;
+    const health = status?.health?.status;
+    if (health === "Degraded") {
+      return {
+        kind: "degraded",
+        revision: synced,
+        message: `Argo CD synced application ${name} to commit ${commit} but it is Degraded: ${unhealthyDetails(app)}`,
+      };
+    }
+    if (health !== "Healthy") return undefined;
+    const via =
+      synced.toLowerCase() === request.commit.toLowerCase() ? "" : ` (as part of revision ${short(synced)})`;
+    return {
+      kind: "healthy",
+      revision: synced,
+      message: `Argo CD synced application ${name} to commit ${commit}${via}; it is Synced and Healthy`,
+    };
+  }
+
+  /** Calls Argo CD, riding out transient failures (5xx, network, a sync already running) until the deadline. */
+  private async untilDeadline<T>(
+    request: SyncRequest,
+    lastSeen: { text: string },
+    call: () => Promise<T>,
+  ): Promise<T> {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (!(error instanceof RetryableError)) throw error;
+        lastSeen.text = errorMessage(error);
+        request.logger.warn(
+          { application: request.application, reason: errorMessage(error) },
+          "Argo CD call failed; retrying",
+        );
+        await this.pause(request, backoffDelay(TRANSIENT_BACKOFF, failures), lastSeen);
+      }
+    }
+  }
+
+  private async pause(request: SyncRequest, ms: number, lastSeen: { text: string }): Promise<void> {
+    const left = request.deadline - Date.now();
+    if (left <= 0) {
+      throw new DeadlineExceededError(
+        `Argo CD application ${request.application} did not finish syncing commit ${short(request.commit)} in time; last seen: ${lastSeen.text}`,
+      );
+    }
+    await sleep(Math.min(ms, left), undefined, { signal: request.signal });
+  }
+}

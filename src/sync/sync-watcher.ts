@@ -1,0 +1,29 @@
+import type { Logger } from "../shared/logger.js";
+
+/** What a deployment waits for: the GitOps tool has applied (a descendant of) `commit` and the app is healthy. */
+export interface SyncRequest {
+  /** The application (Argo CD) or object (Flux) that deploys the changed file. */
+  application: string;
+  appNamespace?: string;
+  commit: string;
+  /** True when the tool's revision contains `commit` (equal to it, or a descendant on the branch). */
+  includes(revision: string): Promise<boolean>;
+  /** Epoch milliseconds; past it the wait ends with a DeadlineExceededError naming what was last seen. */
+  deadline: number;
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+export type SyncOutcome =
+  | { kind: "healthy"; revision: string; message: string }
+  | { kind: "degraded"; revision: string; message: string }
+  | { kind: "sync-failed"; revision: string; message: string };
+
+/**
+ * The port to a GitOps tool. The Argo CD adapter implements it now; Flux (Kustomization / HelmRelease through the
+ * Kubernetes API) comes next, behind the same interface, so a shipyard does not change when the tool does.
+ */
+export interface SyncWatcher {
+  /** Asks the tool to look at git now, starts the sync if nobody else will, and follows it to a final state. */
+  waitForSync(request: SyncRequest): Promise<SyncOutcome>;
+}

@@ -1,0 +1,244 @@
+import { expect } from "chai";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { commitToBare, defaultGitopsFiles, gitLog, readFileAt } from "../support/gitops-fixture.js";
+import { ARGO_TOKEN, DeploymentWorld, GIT_TOKEN, WRONG_GIT_TOKEN, type KeptnEvent } from "./world.js";
+
+async function head(world: DeploymentWorld): Promise<string> {
+  return (await gitLog(world.fixture.bareDir))[0]!.sha;
+}
+
+describe("deployment through GitOps (NATS -> git -> Argo CD simulator)", function () {
+  this.timeout(60_000);
+  let world: DeploymentWorld;
+
+  before(async () => {
+    world = await DeploymentWorld.start();
+  });
+  after(async () => {
+    await world?.stop();
+  });
+
+  it("commits the new tag, waits for Argo CD to sync that commit, and answers started then finished", async () => {
+    const before = await head(world);
+    const { id, shkeptncontext } = world.trigger({ image: "docker.io/keptnexamples/carts:0.13.3" });
+    const { started, finished } = await world.answersFor(id);
+
+    const log = await gitLog(world.fixture.bareDir);
+    const commit = log[0]!;
+    expect(log[1]!.sha).to.equal(before);
+    expect(commit.body)
+      .to.include(`Keptn-Context: ${shkeptncontext}`)
+      .and.include(`Keptn-Triggered-Id: ${id}`);
+    expect(commit.subject).to.equal("Deploy carts docker.io/keptnexamples/carts:0.13.3 to sockshop/dev");
+    const values = await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml");
+    expect(values).to.include('tag: "0.13.3"   # bumped by Keptn');
+
+    for (const event of [started, finished]) {
+      expect(event).to.include({
+        shkeptncontext,
+        triggeredid: id,
+        source: "gitops-service",
+        specversion: "1.0",
+        shkeptnspecversion: "0.2.4",
+      });
+      expect(event.data).to.deep.include({
+        project: "sockshop",
+        stage: "dev",
+        service: "carts",
+        labels: { buildId: "17" },
+      });
+    }
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(finished.data.message)
+      .to.include(`as ${commit.sha.slice(0, 7)}`)
+      .and.include("Synced and Healthy");
+    expect(finished.data.deployment).to.deep.equal({
+      deploymentstrategy: "direct",
+      deploymentNames: ["carts-dev"],
+      deploymentURIsLocal: ["http://carts.sockshop-dev:8080"],
+      deploymentURIsPublic: [],
+      gitCommit: commit.sha,
+    });
+    const app = world.argo.requests.filter((r) => r.path === "/api/v1/applications/carts-dev");
+    expect(
+      app.some((r) => r.query["refresh"] === "normal"),
+      "asked Argo CD to refresh",
+    ).to.equal(true);
+  });
+
+  it("starts the sync itself when the application has no automated sync policy", async () => {
+    const { id } = world.trigger({ stage: "production", image: "docker.io/keptnexamples/carts:0.14.0" });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    const sync = world.argo.requests.find(
+      (r) => r.method === "POST" && r.path === "/api/v1/applications/carts-production/sync",
+    );
+    expect(sync?.body).to.deep.include({ revision: finished.data.deployment!.gitCommit });
+  });
+
+  it("edits a plain manifest's container image for a manifest target", async () => {
+    const { id } = world.trigger({
+      stage: "production",
+      service: "orders",
+      image: "docker.io/keptnexamples/orders:0.14.1",
+    });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    const file = "manifests/production/orders/deployment.yaml";
+    const original = defaultGitopsFiles[file]!;
+    expect(await readFileAt(world.fixture.bareDir, "main", file)).to.equal(
+      original.replace('"docker.io/keptnexamples/orders:0.13.1"', '"docker.io/keptnexamples/orders:0.14.1"'),
+    );
+  });
+
+  it("reports a Degraded application as a failed deployment with Argo CD's message", async () => {
+    const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:0.13.4-crashloop" });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "fail" });
+    expect(finished.data.message).to.include("Degraded");
+    expect(finished.data.deployment!.gitCommit).to.equal(await head(world));
+  });
+
+  it("reports a failed sync operation as a failed deployment", async () => {
+    const { id } = world.trigger({
+      service: "orders",
+      image: "docker.io/keptnexamples/orders:0.13.9-syncfail",
+    });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "fail" });
+    expect(finished.data.message).to.match(
+      /Argo CD could not sync application orders-dev to commit [0-9a-f]{7}: /,
+    );
+  });
+
+  it("times out with errored/fail and says what it last saw", async () => {
+    const { id } = world.trigger({
+      project: "sockshop-slow",
+      image: "docker.io/keptnexamples/carts:0.15.0-hang",
+    });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "errored", result: "fail" });
+    expect(finished.data.message)
+      .to.include("did not finish within 2s")
+      .and.include("last seen: sync Synced at")
+      .and.include("health Progressing");
+    expect(finished.data.deployment!.gitCommit).to.equal(await head(world));
+  });
+
+  it("makes no commit when the value is already deployed, and deploys the current head", async () => {
+    const first = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
+    await world.answersFor(first.id);
+    const before = await gitLog(world.fixture.bareDir);
+    const again = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
+    const { finished } = await world.answersFor(again.id);
+    expect(await gitLog(world.fixture.bareDir)).to.have.length(before.length);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(finished.data.deployment!.gitCommit).to.equal(before[0]!.sha);
+    expect(finished.data.message).to.include("already holds docker.io/keptnexamples/orders:0.20.0");
+  });
+
+  it("lands two deployments into the same repository at the same time", async () => {
+    const before = (await gitLog(world.fixture.bareDir)).length;
+    const carts = world.trigger({ service: "carts", image: "docker.io/keptnexamples/carts:1.0.0" });
+    const orders = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:1.0.0" });
+    const [a, b] = await Promise.all([world.answersFor(carts.id), world.answersFor(orders.id)]);
+    expect(a.finished.data).to.include({ result: "pass" });
+    expect(b.finished.data).to.include({ result: "pass" });
+    const log = await gitLog(world.fixture.bareDir);
+    expect(log).to.have.length(before + 2);
+    expect(await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
+      'tag: "1.0.0"',
+    );
+    expect(await readFileAt(world.fixture.bareDir, "main", "charts/orders/values-dev.yaml")).to.include(
+      "1.0.0",
+    );
+  });
+
+  describe("bad input always gets an answer", () => {
+    const errored = async (id: string, text: string | RegExp): Promise<KeptnEvent> => {
+      const { finished } = await world.answersFor(id);
+      expect(finished.data).to.include({ status: "errored", result: "fail" });
+      if (typeof text === "string") expect(finished.data.message).to.include(text);
+      else expect(finished.data.message).to.match(text);
+      return finished;
+    };
+
+    it("unknown project", async () => {
+      const { id } = world.trigger({ project: "nobody-knows" });
+      await errored(id, "no target is configured for project nobody-knows, stage dev, service carts");
+    });
+
+    it("no image in configurationChange.values", async () => {
+      const { id } = world.trigger({ image: null });
+      await errored(id, "set configurationChange.values.image");
+    });
+
+    it("a file that does not exist", async () => {
+      const { id } = world.trigger({ stage: "qa" });
+      await errored(id, "charts/carts/values-qa.yaml does not exist on branch main");
+    });
+
+    it("a file that is not YAML", async () => {
+      await commitToBare(
+        world.fixture.bareDir,
+        { "charts/broken/values-dev.yaml": "image:\n  tag: [unclosed\n" },
+        "Add a broken file",
+      );
+      const { id } = world.trigger({ service: "broken" });
+      await errored(id, /charts\/broken\/values-dev.yaml is not valid YAML \(line \d+\)/);
+    });
+
+    it("a service name that would escape the repository", async () => {
+      const { id } = world.trigger({ service: "../../../etc" });
+      await errored(id, 'the service name "../../../etc" cannot be used');
+    });
+
+    it("an event whose data does not fit the schema", async () => {
+      const { id } = world.trigger({
+        envelope: {
+          data: { project: "sockshop", stage: "dev", service: "carts", configurationChange: "nope" },
+        },
+      });
+      await errored(
+        id,
+        "the sh.keptn.event.deployment.triggered event is malformed: data.configurationChange",
+      );
+    });
+
+    it("drops what cannot be answered and keeps serving", async () => {
+      world.trigger({ body: "this is not json" });
+      world.trigger({ body: { type: "sh.keptn.event.deployment.triggered", data: {} } });
+      const { id } = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:2.0.0" });
+      const { finished } = await world.answersFor(id);
+      expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+      expect(world.logLines.some((l) => l.includes("dropped a message that is not a CloudEvent"))).to.equal(
+        true,
+      );
+      expect(world.logLines.some((l) => l.includes("dropped an event that cannot be answered"))).to.equal(
+        true,
+      );
+    });
+
+    it("a git token the server rejects, without showing any token anywhere", async () => {
+      const { id } = world.trigger({ project: "locked" });
+      await errored(id, 'the credentials were rejected; check the token of repository "gitops-wrong-token"');
+      const everything = [...world.logLines, ...world.answers.events.map((e) => JSON.stringify(e))].join(
+        "\n",
+      );
+      for (const secret of [
+        GIT_TOKEN,
+        WRONG_GIT_TOKEN,
+        ARGO_TOKEN,
+        Buffer.from(`x-access-token:${GIT_TOKEN}`).toString("base64"),
+      ]) {
+        expect(everything).not.to.include(secret);
+      }
+      for (const clone of await import("node:fs/promises").then((fs) => fs.readdir(world.cacheDir))) {
+        const gitConfig = await readFile(join(world.cacheDir, clone, ".git", "config"), "utf8");
+        expect(gitConfig).not.to.include(GIT_TOKEN);
+        expect(gitConfig).not.to.include(WRONG_GIT_TOKEN);
+      }
+    });
+  });
+});

@@ -1,0 +1,257 @@
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { connect, type NatsConnection } from "nats";
+import { buildApp, type App } from "../../src/app.js";
+import { loadConfig } from "../../src/config/load-config.js";
+import { createLogger } from "../../src/shared/logger.js";
+import { SecretRegistry } from "../../src/shared/secrets.js";
+import { ArgoCdSimulator, type SimulatedApp } from "../simulators/argocd/argocd-simulator.js";
+import { GitHttpServer } from "../support/git-http-server.js";
+import { createGitopsFixture, type GitopsFixture } from "../support/gitops-fixture.js";
+import { NatsServerProcess } from "../support/nats-server.js";
+import { subscribeCollector, type EventCollector } from "../support/wait.js";
+
+export const GIT_TOKEN = "git-token-9f8e7d6c5b4a";
+export const WRONG_GIT_TOKEN = "wrong-token-0a1b2c3d4e";
+export const ARGO_TOKEN = "argocd-token-1234567890abcdef";
+
+export interface KeptnEvent {
+  type: string;
+  id: string;
+  source: string;
+  specversion: string;
+  shkeptncontext: string;
+  triggeredid?: string;
+  shkeptnspecversion?: string;
+  data: {
+    project: string;
+    stage: string;
+    service: string;
+    labels?: Record<string, string>;
+    status?: string;
+    result?: string;
+    message?: string;
+    deployment?: {
+      deploymentstrategy: string;
+      deploymentNames: string[];
+      deploymentURIsLocal: string[];
+      deploymentURIsPublic: string[];
+      gitCommit: string;
+    };
+  };
+}
+
+export interface TriggerOptions {
+  project?: string;
+  stage?: string;
+  service?: string;
+  image?: string | null;
+  labels?: Record<string, string> | null;
+  /** Replaces the whole body (for malformed events). */
+  body?: unknown;
+  /** Extra top-level fields, or overrides. */
+  envelope?: Record<string, unknown>;
+}
+
+/** Argo CD applications of the fixture repo: dev apps sync on their own; production needs a sync call. */
+function simulatedApps(bareDir: string, repoURL: string): SimulatedApp[] {
+  return [
+    { name: "carts-dev", repoURL, gitDir: bareDir, path: "charts/carts", automated: true },
+    { name: "orders-dev", repoURL, gitDir: bareDir, path: "charts/orders", automated: true },
+    { name: "carts-production", repoURL, gitDir: bareDir, path: "charts/carts", automated: false },
+    {
+      name: "orders-production",
+      repoURL,
+      gitDir: bareDir,
+      path: "manifests/production/orders",
+      automated: false,
+    },
+  ];
+}
+
+function serviceConfig(repoUrl: string, argoUrl: string, cacheDir: string): string {
+  return `
+integration: { name: gitops-service }
+http: { host: 127.0.0.1, port: 0 }
+log: { level: debug }
+git:
+  cacheDir: ${cacheDir}
+  pushAttempts: 5
+repositories:
+  - name: gitops
+    url: ${repoUrl}
+    branch: main
+    auth: { token: { fromEnv: TEST_GIT_TOKEN } }
+  - name: gitops-wrong-token
+    url: ${repoUrl}
+    auth: { token: { fromEnv: TEST_WRONG_GIT_TOKEN } }
+argocd:
+  servers:
+    - name: lab
+      url: ${argoUrl}
+      token: { fromEnv: TEST_ARGO_TOKEN }
+      pollInterval: 50ms
+targets:
+  - match: { project: sockshop, stage: production, service: orders }
+    repository: gitops
+    file: "manifests/{stage}/{service}/deployment.yaml"
+    change: { kind: manifest-image, container: orders }
+    deploy: { tool: argocd, server: lab }
+  - match: { project: sockshop }
+    repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+    uris: { local: ["http://{service}.{project}-{stage}:8080"] }
+  - match: { project: sockshop-slow }
+    repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+    timeout: 2s
+  - match: { project: locked }
+    repository: gitops-wrong-token
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+`;
+}
+
+/**
+ * Everything a deployment touches, for real: a nats-server, a bare GitOps repo behind `git http-backend` with a
+ * token check, the Argo CD simulator reading that repo, and the service wired to them. Tests speak to it as
+ * Keptn would: they publish `deployment.triggered` on NATS and read the answers from NATS.
+ */
+export class DeploymentWorld {
+  readonly logLines: string[] = [];
+  private constructor(
+    readonly nats: NatsServerProcess,
+    readonly fixture: GitopsFixture,
+    readonly gitServer: GitHttpServer,
+    readonly argo: ArgoCdSimulator,
+    readonly keptn: NatsConnection,
+    readonly answers: EventCollector,
+    readonly cacheDir: string,
+    private app: App | undefined,
+  ) {}
+
+  static async start(): Promise<DeploymentWorld> {
+    const nats = await NatsServerProcess.start();
+    const fixture = await createGitopsFixture();
+    const gitServer = await GitHttpServer.start({
+      projectRoot: join(fixture.root, "repos"),
+      token: GIT_TOKEN,
+    });
+    const repoUrl = gitServer.repoUrl("gitops.git");
+    const argo = new ArgoCdSimulator({
+      token: ARGO_TOKEN,
+      apps: simulatedApps(fixture.bareDir, repoUrl),
+      pollIntervalMs: 100,
+      syncDurationMs: 50,
+      healthDelayMs: 50,
+    });
+    await argo.start();
+    const keptn = await connect({ servers: nats.url });
+    const answers = await subscribeCollector(keptn, "sh.keptn.event.deployment.*");
+    const cacheDir = await mkdtemp(join(tmpdir(), "gitops-cache-"));
+    const world = new DeploymentWorld(nats, fixture, gitServer, argo, keptn, answers, cacheDir, undefined);
+    await world.startService();
+    return world;
+  }
+
+  async startService(): Promise<void> {
+    const secrets = new SecretRegistry();
+    const config = loadConfig({
+      text: serviceConfig(this.gitServer.repoUrl("gitops.git"), this.argo.url, this.cacheDir),
+      source: "test config",
+      env: {
+        NATS_URL: this.nats.url,
+        TEST_GIT_TOKEN: GIT_TOKEN,
+        TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
+        TEST_ARGO_TOKEN: ARGO_TOKEN,
+      },
+    });
+    const lines = this.logLines;
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(...chunk.toString("utf8").split("\n").filter(Boolean));
+        done();
+      },
+    });
+    const logger = createLogger({ level: config.log.level, secrets, destination });
+    this.app = buildApp({ config, logger, secrets });
+    await this.app.start();
+  }
+
+  /** Publishes a deployment.triggered event the way the shipyard-controller does; returns its id. */
+  trigger(options: TriggerOptions = {}): { id: string; shkeptncontext: string } {
+    const id = randomUUID();
+    const shkeptncontext = randomUUID();
+    const image = options.image === undefined ? "docker.io/keptnexamples/carts:0.13.3" : options.image;
+    const body = options.body ?? {
+      specversion: "1.0",
+      id,
+      type: "sh.keptn.event.deployment.triggered",
+      source: "shipyard-controller",
+      datacontenttype: "application/json",
+      time: new Date().toISOString(),
+      shkeptncontext,
+      shkeptnspecversion: "0.2.4",
+      gitcommitid: "521747298a3790fde1710f3aa2d03b55020575aa",
+      data: {
+        project: options.project ?? "sockshop",
+        stage: options.stage ?? "dev",
+        service: options.service ?? "carts",
+        labels: options.labels === undefined ? { buildId: "17" } : options.labels,
+        configurationChange: { values: image === null ? {} : { image } },
+        deployment: { deploymentURIsLocal: null, deploymentstrategy: "direct" },
+        temporaryData: { distributor: { subscriptionID: "0c9a5b5e" } },
+      },
+      ...options.envelope,
+    };
+    this.keptn.publish(
+      "sh.keptn.event.deployment.triggered",
+      new TextEncoder().encode(typeof body === "string" ? body : JSON.stringify(body)),
+    );
+    return { id, shkeptncontext };
+  }
+
+  /** Waits for the .finished answering `triggeredid`, and returns it with the .started that must precede it. */
+  async answersFor(
+    triggeredid: string,
+    timeoutMs = 15_000,
+  ): Promise<{ started: KeptnEvent; finished: KeptnEvent }> {
+    const isAnswer = (kind: string) => (event: unknown) =>
+      (event as KeptnEvent).triggeredid === triggeredid &&
+      (event as KeptnEvent).type === `sh.keptn.event.deployment.${kind}`;
+    const finished = (await this.answers.waitFor(
+      isAnswer("finished"),
+      timeoutMs,
+      `deployment.finished for ${triggeredid}`,
+    )) as KeptnEvent;
+    const startedIndex = this.answers.events.findIndex(isAnswer("started"));
+    const finishedIndex = this.answers.events.indexOf(finished);
+    if (startedIndex < 0 || startedIndex > finishedIndex)
+      throw new Error(`no deployment.started before the finished of ${triggeredid}`);
+    return { started: this.answers.events[startedIndex] as KeptnEvent, finished };
+  }
+
+  /** Every answer sent for `triggeredid` so far. */
+  answersSoFar(triggeredid: string): KeptnEvent[] {
+    return (this.answers.events as KeptnEvent[]).filter((e) => e.triggeredid === triggeredid);
+  }
+
+  async stop(): Promise<void> {
+    await this.app?.stop();
+    await this.answers.close();
+    await this.keptn.close();
+    await this.argo.stop();
+    await this.gitServer.stop();
+    await this.nats.stop();
+    await this.fixture.remove();
+    await rm(this.cacheDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,100 @@
+import { expect } from "chai";
+import { ConfigError, loadConfig } from "../../src/config/load-config.js";
+
+const VALID = `
+repositories:
+  - name: gitops
+    url: https://git.example.com/org/gitops.git
+    auth:
+      token: { fromEnv: GITOPS_TOKEN }
+argocd:
+  servers:
+    - name: main
+      url: https://argocd.example.com
+      token: { fromFile: /run/secrets/argocd-token }
+targets:
+  - match: { project: sockshop }
+    repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: main }
+    timeout: 5m
+`;
+
+function problemsOf(text: string, env: Record<string, string> = {}): string[] {
+  try {
+    loadConfig({ text, source: "config.yaml", env, readSecretFile: () => "argo-secret-token" });
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  return [];
+}
+
+describe("configuration", () => {
+  it("loads a valid file with defaults and secrets from env and files", () => {
+    const config = loadConfig({
+      text: VALID,
+      source: "config.yaml",
+      env: { GITOPS_TOKEN: "git-secret-token", NATS_URL: "nats://nats.keptn:4222" },
+      readSecretFile: (path) => (path === "/run/secrets/argocd-token" ? "argo-secret-token\n" : ""),
+    });
+    expect(config.integration.name).to.equal("gitops-service");
+    expect(config.nats.url).to.equal("nats://nats.keptn:4222");
+    expect(config.repositories[0]).to.deep.include({
+      branch: "main",
+      auth: { username: "x-access-token", token: "git-secret-token" },
+    });
+    expect(config.argocd.servers[0]?.token).to.equal("argo-secret-token");
+    expect(config.targets[0]?.timeout).to.equal(300_000);
+    expect(config.targets[0]?.match).to.deep.equal({ project: "sockshop", stage: "*", service: "*" });
+    expect(config.targets[0]?.deploy.application).to.equal("{service}-{stage}");
+  });
+
+  it("lists every problem at once, each with its path", () => {
+    const text = `
+repositories:
+  - name: gitops
+    url: git@github.com:org/gitops.git
+    auth: { token: "inline-secret" }
+targets:
+  - repository: other
+    file: "charts/{app}/values.yaml"
+    change: { kind: helm-values }
+    deploy: { tool: argocd, server: main }
+    timeout: soon
+`;
+    const problems = problemsOf(text);
+    expect(problems).to.include.members([
+      "repositories.0.url: use an http(s):// or file:// URL",
+      'targets.0.timeout: "soon" is not a duration; write e.g. "30s", "10m" or "1h"',
+      "targets.0.change: name where the image goes: `tag` (with `repository` if wanted) or `reference`",
+    ]);
+    expect(problems.some((p) => p.startsWith("repositories.0.auth.token"))).to.equal(
+      true,
+      problems.join("\n"),
+    );
+  });
+
+  it("checks references between sections and template placeholders", () => {
+    const text = VALID.replace("repository: gitops\n    file", "repository: missing\n    file").replace(
+      "{stage}.yaml",
+      "{env}.yaml",
+    );
+    expect(problemsOf(text, { GITOPS_TOKEN: "x-secret-token" })).to.deep.equal([
+      'targets.0.repository: no repository is named "missing" (known: gitops)',
+      "targets.0.file: unknown placeholder {env}; use {project}, {stage}, {service}",
+    ]);
+  });
+
+  it("says which secret is missing", () => {
+    expect(problemsOf(VALID)).to.deep.equal([
+      "repositories.0.auth.token: the environment variable GITOPS_TOKEN is not set or empty",
+    ]);
+  });
+
+  it("reports YAML syntax errors with a line", () => {
+    const problems = problemsOf("repositories: [\n");
+    expect(problems[0]).to.match(/^YAML syntax \(line \d+\)/);
+  });
+});
