@@ -52,7 +52,7 @@ export function loadConfigFile(path: string): AppConfig {
       `cannot read the file: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
     ]);
   }
-   
+
   return loadConfig({ text, source: path, env: process.env });
 }
 

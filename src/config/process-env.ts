@@ -8,7 +8,7 @@ const INHERITED =
  */
 export function childProcessEnvironment(): Record<string, string> {
   const env: Record<string, string> = {};
-   
+
   for (const [key, value] of Object.entries(process.env)) {
     if (value !== undefined && INHERITED.test(key)) env[key] = value;
   }

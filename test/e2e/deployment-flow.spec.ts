@@ -155,6 +155,107 @@ describe("deployment through GitOps (NATS -> git -> Argo CD simulator)", functio
     );
   });
 
+  it("wins a push race: another writer moves the branch between fetch and push, the change is re-applied", async () => {
+    let other = "";
+    world.gitServer.beforeNextPush = async () => {
+      other = await commitToBare(
+        world.fixture.bareDir,
+        { "charts/orders/NOTES.txt": "edited by a person\n" },
+        "Note",
+      );
+    };
+    const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:3.0.0" });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    const [ours, theirs] = await gitLog(world.fixture.bareDir);
+    expect(theirs!.sha).to.equal(other);
+    expect(ours!.sha).to.equal(finished.data.deployment!.gitCommit);
+    expect(ours!.body).to.include(`Keptn-Triggered-Id: ${id}`);
+    expect(await readFileAt(world.fixture.bareDir, "main", "charts/orders/NOTES.txt")).to.equal(
+      "edited by a person\n",
+    );
+    expect(await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
+      'tag: "3.0.0"',
+    );
+    expect(world.logLines.some((l) => l.includes("push rejected because the branch moved"))).to.equal(true);
+  });
+
+  it("accepts the go-utils wire shape: contenttype, null arrays, an empty strategy, extensions", async () => {
+    const shkeptncontext = "a3e5f16d-8888-4720-82c7-6995062905c1";
+    const goUtilsId = "3f9640b6-1d2a-4f11-95f5-23259f1d82d6";
+    world.trigger({
+      body: {
+        contenttype: "application/json",
+        data: {
+          project: "sockshop",
+          stage: "dev",
+          service: "carts",
+          labels: null,
+          configurationChange: { values: { image: "docker.io/keptnexamples/carts:3.1.0" } },
+          deployment: { deploymentURIsLocal: null, deploymentstrategy: "" },
+          result: "pass",
+          status: "succeeded",
+        },
+        extensions: null,
+        id: goUtilsId,
+        shkeptncontext,
+        shkeptnspecversion: "0.2.3",
+        source: "shipyard-controller",
+        specversion: "1.0",
+        time: "2026-11-25T10:00:00.000Z",
+        type: "sh.keptn.event.deployment.triggered",
+      },
+    });
+    const { finished } = await world.answersFor(goUtilsId);
+    expect(finished).to.include({ shkeptnspecversion: "0.2.3", shkeptncontext });
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(finished.data.labels).to.deep.equal({});
+    expect(finished.data.deployment).to.include({ deploymentstrategy: "direct" });
+  });
+
+  it("rides out transient Argo CD errors", async () => {
+    world.argo.injectFailures(3, 503);
+    const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:3.2.0" });
+    const { finished } = await world.answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(
+      world.logLines.filter((l) => l.includes("Argo CD call failed; retrying")).length,
+    ).to.be.greaterThan(0);
+  });
+
+  it("answers a redelivered triggered event once", async () => {
+    const body = {
+      specversion: "1.0",
+      id: "5d0e2a3c-0f8e-4a9b-9d51-6a1f8f0c7b11",
+      type: "sh.keptn.event.deployment.triggered",
+      source: "shipyard-controller",
+      shkeptncontext: "0b8e5f3c-8a3e-4f1e-9e0e-1f6e8a6b2c44",
+      data: {
+        project: "sockshop",
+        stage: "dev",
+        service: "orders",
+        configurationChange: { values: { image: "docker.io/keptnexamples/orders:3.3.0" } },
+      },
+    };
+    world.trigger({ body });
+    world.trigger({ body });
+    await world.answersFor(body.id);
+    const next = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:3.3.1" });
+    await world.answersFor(next.id);
+    expect(world.answersSoFar(body.id).map((e) => e.type)).to.deep.equal([
+      "sh.keptn.event.deployment.started",
+      "sh.keptn.event.deployment.finished",
+    ]);
+  });
+
+  it("reports health and readiness over HTTP", async () => {
+    const health = await fetch(`${world.httpUrl}/healthz`);
+    expect(health.status).to.equal(200);
+    const ready = await fetch(`${world.httpUrl}/readyz`);
+    expect(ready.status).to.equal(200);
+    expect(await ready.json()).to.deep.equal({ status: "ready", checks: { config: true, nats: true } });
+  });
+
   describe("bad input always gets an answer", () => {
     const errored = async (id: string, text: string | RegExp): Promise<KeptnEvent> => {
       const { finished } = await world.answersFor(id);

@@ -127,6 +127,7 @@ targets:
  */
 export class DeploymentWorld {
   readonly logLines: string[] = [];
+  httpUrl = "";
   private constructor(
     readonly nats: NatsServerProcess,
     readonly fixture: GitopsFixture,
@@ -183,7 +184,7 @@ export class DeploymentWorld {
     });
     const logger = createLogger({ level: config.log.level, secrets, destination });
     this.app = buildApp({ config, logger, secrets });
-    await this.app.start();
+    this.httpUrl = (await this.app.start()).httpUrl;
   }
 
   /** Publishes a deployment.triggered event the way the shipyard-controller does; returns its id. */

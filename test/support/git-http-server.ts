@@ -40,6 +40,11 @@ export class GitHttpServer {
   readonly username: string;
   readonly requests: GitHttpRequestRecord[] = [];
   hits = 0;
+  /**
+   * Runs once, before the next push (`POST .../git-receive-pack`) reaches git, then clears itself. Tests use it to
+   * let another writer move the branch between a client's fetch and its push: a real push race.
+   */
+  beforeNextPush: (() => Promise<void>) | undefined;
 
   private readonly projectRoot: string;
   private readonly cgis = new Set<ChildProcess>();
@@ -123,7 +128,17 @@ export class GitHttpServer {
       respond(400, {}, "malformed path\n");
       return;
     }
-    this.runBackend(req, res, record, pathInfo, url.search.slice(1), credentials?.user);
+    const hook =
+      req.method === "POST" && pathInfo.endsWith("/git-receive-pack") ? this.beforeNextPush : undefined;
+    if (!hook) {
+      this.runBackend(req, res, record, pathInfo, url.search.slice(1), credentials?.user);
+      return;
+    }
+    this.beforeNextPush = undefined;
+    hook().then(
+      () => this.runBackend(req, res, record, pathInfo, url.search.slice(1), credentials?.user),
+      (error: unknown) => respond(500, {}, `beforeNextPush failed: ${String(error)}\n`),
+    );
   }
 
   private isAuthorized(credentials: BasicCredentials | undefined): boolean {
