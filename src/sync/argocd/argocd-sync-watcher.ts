@@ -45,6 +45,7 @@ function unhealthyDetails(app: Application): string {
   const own = app.status?.health?.message;
   const resources = (app.status?.resources ?? [])
     .filter((r) => r.health?.status && r.health.status !== "Healthy")
+    .filter((r) => !own || r.health?.message !== own)
     .map((r) => `${r.kind}/${r.name} ${r.health?.status}${r.health?.message ? `: ${r.health.message}` : ""}`);
   return [own, ...resources].filter(Boolean).join("; ") || "no message from Argo CD";
 }
