@@ -55,6 +55,8 @@ export interface TaskConnectorOptions {
   deadlineGraceMs?: number;
 }
 
+const shutdownMessage = (task: string) => `the service shut down during the ${task}; trigger it again`;
+
 /** How many answered triggered ids are remembered to drop redeliveries of the same event. */
 const REMEMBERED_IDS = 10_000;
 
@@ -202,16 +204,23 @@ export class TaskConnector {
       };
     }
 
+    if (this.stopping.signal.aborted) {
+      return {
+        status: "errored",
+        result: "fail",
+        message: shutdownMessage(handler.task),
+        taskData: baseTaskData,
+      };
+    }
     const timeoutMs = handler.timeoutMs(event);
     const deadline = Date.now() + timeoutMs;
-    const controller = new AbortController();
-    const onStop = () => controller.abort(this.stopping.signal.reason);
-    this.stopping.signal.addEventListener("abort", onStop, { once: true });
+    const overdueController = new AbortController();
+    const signal = AbortSignal.any([overdueController.signal, this.stopping.signal]);
     const grace = this.options.deadlineGraceMs ?? 5_000;
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<TaskFinish>((resolve) => {
       timer = setTimeout(() => {
-        controller.abort(
+        overdueController.abort(
           new DeadlineExceededError(`the ${handler.task} did not finish within ${formatDuration(timeoutMs)}`),
         );
         resolve({
@@ -223,16 +232,12 @@ export class TaskConnector {
       }, timeoutMs + grace);
     });
     try {
-      const outcome = await Promise.race([
-        handler.execute({ event, logger, signal: controller.signal, deadline }),
-        overdue,
-      ]);
+      const outcome = await Promise.race([handler.execute({ event, logger, signal, deadline }), overdue]);
       return { ...outcome, taskData: { ...baseTaskData, ...outcome.taskData } };
     } catch (error) {
       return this.finishOfError(handler.task, error, baseTaskData, logger);
     } finally {
       clearTimeout(timer);
-      this.stopping.signal.removeEventListener("abort", onStop);
     }
   }
 
@@ -265,7 +270,7 @@ export class TaskConnector {
       return {
         status: "errored",
         result: "fail",
-        message: `the service shut down during the ${task}; trigger it again`,
+        message: shutdownMessage(task),
         taskData: baseTaskData,
       };
     }

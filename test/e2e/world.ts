@@ -56,6 +56,16 @@ export interface TriggerOptions {
   envelope?: Record<string, unknown>;
 }
 
+/** How the world is tuned; every field has the default the e2e tests use. */
+export interface DeploymentWorldOptions {
+  /** Timings of the Argo CD simulator; default poll 100 ms, sync 50 ms, health 50 ms. */
+  argo?: { pollIntervalMs?: number; syncDurationMs?: number; healthDelayMs?: number };
+  /** The service's `argocd.servers[].pollInterval` in milliseconds; default 50. */
+  servicePollIntervalMs?: number;
+  /** The service's `log.level`; default "debug". Log lines are kept in `logLines` either way. */
+  logLevel?: "trace" | "debug" | "info" | "warn" | "error";
+}
+
 /** Argo CD applications of the fixture repo: dev apps sync on their own; production needs a sync call. */
 function simulatedApps(bareDir: string, repoURL: string): SimulatedApp[] {
   return [
@@ -72,11 +82,25 @@ function simulatedApps(bareDir: string, repoURL: string): SimulatedApp[] {
   ];
 }
 
-function serviceConfig(repoUrl: string, argoUrl: string, cacheDir: string): string {
+interface ServiceConfigValues {
+  repoUrl: string;
+  argoUrl: string;
+  cacheDir: string;
+  pollIntervalMs: number;
+  logLevel: string;
+}
+
+function serviceConfig({
+  repoUrl,
+  argoUrl,
+  cacheDir,
+  pollIntervalMs,
+  logLevel,
+}: ServiceConfigValues): string {
   return `
 integration: { name: gitops-service }
 http: { host: 127.0.0.1, port: 0 }
-log: { level: debug }
+log: { level: ${logLevel} }
 git:
   cacheDir: ${cacheDir}
   pushAttempts: 5
@@ -93,7 +117,7 @@ argocd:
     - name: lab
       url: ${argoUrl}
       token: { fromEnv: TEST_ARGO_TOKEN }
-      pollInterval: 50ms
+      pollInterval: ${pollIntervalMs}ms
 targets:
   - match: { project: sockshop, stage: production, service: orders }
     repository: gitops
@@ -136,10 +160,11 @@ export class DeploymentWorld {
     readonly keptn: NatsConnection,
     readonly answers: EventCollector,
     readonly cacheDir: string,
+    private readonly options: DeploymentWorldOptions,
     private app: App | undefined,
   ) {}
 
-  static async start(): Promise<DeploymentWorld> {
+  static async start(options: DeploymentWorldOptions = {}): Promise<DeploymentWorld> {
     const nats = await NatsServerProcess.start();
     const fixture = await createGitopsFixture();
     const gitServer = await GitHttpServer.start({
@@ -150,15 +175,25 @@ export class DeploymentWorld {
     const argo = new ArgoCdSimulator({
       token: ARGO_TOKEN,
       apps: simulatedApps(fixture.bareDir, repoUrl),
-      pollIntervalMs: 100,
-      syncDurationMs: 50,
-      healthDelayMs: 50,
+      pollIntervalMs: options.argo?.pollIntervalMs ?? 100,
+      syncDurationMs: options.argo?.syncDurationMs ?? 50,
+      healthDelayMs: options.argo?.healthDelayMs ?? 50,
     });
     await argo.start();
     const keptn = await connect({ servers: nats.url });
     const answers = await subscribeCollector(keptn, "sh.keptn.event.deployment.*");
     const cacheDir = await mkdtemp(join(tmpdir(), "gitops-cache-"));
-    const world = new DeploymentWorld(nats, fixture, gitServer, argo, keptn, answers, cacheDir, undefined);
+    const world = new DeploymentWorld(
+      nats,
+      fixture,
+      gitServer,
+      argo,
+      keptn,
+      answers,
+      cacheDir,
+      options,
+      undefined,
+    );
     await world.startService();
     return world;
   }
@@ -166,7 +201,13 @@ export class DeploymentWorld {
   async startService(): Promise<void> {
     const secrets = new SecretRegistry();
     const config = loadConfig({
-      text: serviceConfig(this.gitServer.repoUrl("gitops.git"), this.argo.url, this.cacheDir),
+      text: serviceConfig({
+        repoUrl: this.gitServer.repoUrl("gitops.git"),
+        argoUrl: this.argo.url,
+        cacheDir: this.cacheDir,
+        pollIntervalMs: this.options.servicePollIntervalMs ?? 50,
+        logLevel: this.options.logLevel ?? "debug",
+      }),
       source: "test config",
       env: {
         NATS_URL: this.nats.url,
