@@ -9,34 +9,28 @@ export interface TaskErrorOptions {
   taskData?: Record<string, unknown>;
 }
 
-/** Bad input or configuration: the task is answered at once with `status: errored`, `result: fail`. */
-export class TerminalError extends Error {
-  override name = "TerminalError";
+/** An error that ends a task; the TaskConnector turns its class into the status and result of `.finished`. */
+abstract class TaskEndingError extends Error {
   readonly taskData: Record<string, unknown> | undefined;
   constructor(message: string, options: TaskErrorOptions = {}) {
     super(message, { cause: options.cause });
     this.taskData = options.taskData;
   }
+}
+
+/** Bad input or configuration: the task is answered at once with `status: errored`, `result: fail`. */
+export class TerminalError extends TaskEndingError {
+  override name = "TerminalError";
 }
 
 /** The deployment ran and the GitOps tool reported that it failed: `status: succeeded`, `result: fail`. */
-export class DeploymentFailedError extends Error {
+export class DeploymentFailedError extends TaskEndingError {
   override name = "DeploymentFailedError";
-  readonly taskData: Record<string, unknown> | undefined;
-  constructor(message: string, options: TaskErrorOptions = {}) {
-    super(message, { cause: options.cause });
-    this.taskData = options.taskData;
-  }
 }
 
 /** The task did not reach a final state before its deadline: `status: errored`, `result: fail`. */
-export class DeadlineExceededError extends Error {
+export class DeadlineExceededError extends TaskEndingError {
   override name = "DeadlineExceededError";
-  readonly taskData: Record<string, unknown> | undefined;
-  constructor(message: string, options: TaskErrorOptions = {}) {
-    super(message, { cause: options.cause });
-    this.taskData = options.taskData;
-  }
 }
 
 /** A failure worth retrying (network error, 5xx, push rejected because the branch moved). */
