@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isAbsolute, normalize, sep } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import {
@@ -27,13 +28,15 @@ export class ConfigError extends Error {
 }
 
 /** Environment variables that override a key of the file (the Keptn name `NATS_URL` included). */
-const ENV_OVERRIDES: Array<{ env: string; path: string[]; parse?: (v: string) => unknown }> = [
+export const ENV_OVERRIDES: Array<{ env: string; path: string[]; parse?: (v: string) => unknown }> = [
   { env: "NATS_URL", path: ["nats", "url"] },
   { env: "KEPTN_GITOPS_INTEGRATION_NAME", path: ["integration", "name"] },
   { env: "KEPTN_GITOPS_HTTP_PORT", path: ["http", "port"], parse: Number },
   { env: "KEPTN_GITOPS_LOG_LEVEL", path: ["log", "level"] },
   { env: "KEPTN_GITOPS_GIT_CACHE_DIR", path: ["git", "cacheDir"] },
 ];
+
+const PLACEHOLDERS = ["project", "stage", "service"];
 
 export interface LoadConfigOptions {
   /** The YAML text and where it came from (for messages). */
@@ -52,10 +55,13 @@ export function loadConfigFile(path: string): AppConfig {
       `cannot read the file: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
     ]);
   }
-
   return loadConfig({ text, source: path, env: process.env });
 }
 
+/**
+ * Validates the whole file and reports every problem in one go: the shape (zod), the references between
+ * sections, the templates, and the secrets. Nothing starts while one problem is left.
+ */
 export function loadConfig(options: LoadConfigOptions): AppConfig {
   const document = parseDocument(options.text);
   if (document.errors.length > 0) {
@@ -66,85 +72,137 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
       ),
     );
   }
-  const raw = (document.toJS() ?? {}) as Record<string, unknown>;
-  for (const override of ENV_OVERRIDES) {
-    const value = options.env[override.env];
-    if (value !== undefined && value !== "")
-      setPath(raw, override.path, override.parse ? override.parse(value) : value);
+  const raw: unknown = document.toJS() ?? {};
+  if (!isRecord(raw)) {
+    throw new ConfigError(options.source, [
+      "(top level): the file must be a YAML mapping of the keys in docs/configuration.md",
+    ]);
   }
+  const overridden = applyEnvOverrides(raw, options.env);
 
+  const problems: string[] = [];
   const parsed = fileConfigSchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(options.source, formatIssues(parsed.error.issues));
-  const problems = crossReferenceProblems(parsed.data);
+  if (!parsed.success) problems.push(...formatIssues(parsed.error.issues, overridden));
+  problems.push(...crossReferenceProblems(raw));
   const readSecret = secretReader(options, problems);
-  const config: AppConfig = {
+  const secretAt = (value: unknown, path: string) => (isSecretRef(value) ? readSecret(value, path) : "");
+  list(raw["repositories"]).forEach((repo, i) => {
+    if (isRecord(repo["auth"])) secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
+  });
+  list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined).forEach((server, i) =>
+    secretAt(server["token"], `argocd.servers.${i}.token`),
+  );
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(options.source, problems);
+
+  const silent = secretReader(options, []);
+  return {
     ...parsed.data,
-    repositories: parsed.data.repositories.map((repo, i) => {
+    repositories: parsed.data.repositories.map((repo) => {
       const { auth, ...rest } = repo;
-      if (!auth) return rest;
-      return {
-        ...rest,
-        auth: { username: auth.username, token: readSecret(auth.token, `repositories.${i}.auth.token`) },
-      };
+      return auth ? { ...rest, auth: { username: auth.username, token: silent(auth.token, "") } } : rest;
     }),
     argocd: {
-      servers: parsed.data.argocd.servers.map((server, i) => ({
-        ...server,
-        token: readSecret(server.token, `argocd.servers.${i}.token`),
-      })),
+      servers: parsed.data.argocd.servers.map((server) => ({ ...server, token: silent(server.token, "") })),
     },
   };
-  if (problems.length > 0) throw new ConfigError(options.source, problems);
-  return config;
 }
 
-function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
-  let node = target;
-  for (const key of path.slice(0, -1)) {
-    if (typeof node[key] !== "object" || node[key] === null) node[key] = {};
-    node = node[key] as Record<string, unknown>;
+/** Applies the overrides; returns which key paths came from which variable, for messages. */
+function applyEnvOverrides(raw: Record<string, unknown>, env: LoadConfigOptions["env"]): Map<string, string> {
+  const overridden = new Map<string, string>();
+  for (const override of ENV_OVERRIDES) {
+    const value = env[override.env];
+    if (value === undefined || value === "") continue;
+    let node = raw;
+    for (const key of override.path.slice(0, -1)) {
+      if (!isRecord(node[key])) node[key] = {};
+      node = node[key] as Record<string, unknown>;
+    }
+    node[override.path[override.path.length - 1]!] = override.parse ? override.parse(value) : value;
+    overridden.set(override.path.join("."), override.env);
   }
-  node[path[path.length - 1]!] = value;
+  return overridden;
 }
 
-function formatIssues(issues: z.core.$ZodIssue[]): string[] {
-  return issues.map(
-    (issue) => `${issue.path.length ? issue.path.join(".") : "(top level)"}: ${issue.message}`,
+function formatIssues(issues: z.core.$ZodIssue[], overridden: Map<string, string>): string[] {
+  return issues.map((issue) => {
+    const path = issue.path.join(".");
+    const from = overridden.get(path);
+    return `${path || "(top level)"}${from ? ` (from ${from})` : ""}: ${issue.message}`;
+  });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function list(value: unknown): Array<Record<string, unknown>> {
+  return Array.isArray(value) ? value.map((item) => (isRecord(item) ? item : {})) : [];
+}
+
+function isSecretRef(value: unknown): value is SecretRef {
+  return (
+    isRecord(value) &&
+    ((typeof value["fromEnv"] === "string" && value["fromEnv"] !== "") ||
+      (typeof value["fromFile"] === "string" && value["fromFile"] !== ""))
   );
 }
 
-function crossReferenceProblems(config: FileConfig): string[] {
+/** Problems between sections and in templates, read from the raw file so they come with the shape problems. */
+function crossReferenceProblems(raw: Record<string, unknown>): string[] {
   const problems: string[] = [];
-  const repositories = new Set(config.repositories.map((r) => r.name));
-  const servers = new Set(config.argocd.servers.map((s) => s.name));
-  duplicates(config.repositories.map((r) => r.name)).forEach((n) =>
-    problems.push(`repositories: the name "${n}" is used twice`),
-  );
-  duplicates(config.argocd.servers.map((s) => s.name)).forEach((n) =>
-    problems.push(`argocd.servers: the name "${n}" is used twice`),
-  );
-  config.targets.forEach((target, i) => {
-    if (!repositories.has(target.repository)) {
+  const names = (items: Array<Record<string, unknown>>) =>
+    items.map((item) => item["name"]).filter((n): n is string => typeof n === "string");
+  const repositories = names(list(raw["repositories"]));
+  const servers = names(list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined));
+  duplicates(repositories).forEach((n) => problems.push(`repositories: the name "${n}" is used twice`));
+  duplicates(servers).forEach((n) => problems.push(`argocd.servers: the name "${n}" is used twice`));
+
+  list(raw["targets"]).forEach((target, i) => {
+    const repository = target["repository"];
+    if (typeof repository === "string" && !repositories.includes(repository)) {
       problems.push(
-        `targets.${i}.repository: no repository is named "${target.repository}" (known: ${[...repositories].join(", ")})`,
+        `targets.${i}.repository: no repository is named "${repository}" (known: ${repositories.join(", ") || "none"})`,
       );
     }
-    if (!servers.has(target.deploy.server)) {
+    const deploy = isRecord(target["deploy"]) ? target["deploy"] : {};
+    if (typeof deploy["server"] === "string" && !servers.includes(deploy["server"])) {
       problems.push(
-        `targets.${i}.deploy.server: no argocd server is named "${target.deploy.server}" (known: ${[...servers].join(", ") || "none"})`,
+        `targets.${i}.deploy.server: no argocd server is named "${deploy["server"]}" (known: ${servers.join(", ") || "none"})`,
       );
     }
-    for (const [key, template] of [
-      ["file", target.file],
-      ["deploy.application", target.deploy.application],
-    ] as const) {
+    const uris = isRecord(target["uris"]) ? target["uris"] : {};
+    const templates: Array<[string, unknown]> = [
+      ["file", target["file"]],
+      ["deploy.application", deploy["application"]],
+      ...list(uris["local"]).map((_, j): [string, unknown] => [
+        `uris.local.${j}`,
+        (uris["local"] as unknown[])[j],
+      ]),
+      ...list(uris["public"]).map((_, j): [string, unknown] => [
+        `uris.public.${j}`,
+        (uris["public"] as unknown[])[j],
+      ]),
+    ];
+    for (const [key, template] of templates) {
+      if (typeof template !== "string") continue;
       const unknown = [...template.matchAll(/\{([^}]*)\}/g)]
-        .map((m) => m[1])
-        .filter((p) => !["project", "stage", "service"].includes(p ?? ""));
-      if (unknown.length > 0)
+        .map((m) => m[1] ?? "")
+        .filter((p) => !PLACEHOLDERS.includes(p));
+      if (unknown.length > 0) {
         problems.push(
           `targets.${i}.${key}: unknown placeholder {${unknown.join("}, {")}}; use {project}, {stage}, {service}`,
         );
+      }
+    }
+    const file = target["file"];
+    if (typeof file === "string") {
+      const normalized = normalize(file);
+      if (isAbsolute(file) || normalized === ".." || normalized.startsWith(`..${sep}`)) {
+        problems.push(
+          `targets.${i}.file: "${file}" leaves the repository; use a path relative to the repository root`,
+        );
+      }
     }
   });
   return problems;

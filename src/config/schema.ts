@@ -20,7 +20,10 @@ const patternSchema = z.string().min(1).default("*");
 
 const repositorySchema = z.strictObject({
   name: nameSchema,
-  url: z.string().regex(/^(https?|file):\/\//, "use an http(s):// or file:// URL"),
+  url: z
+    .string()
+    .regex(/^(https?|file):\/\//, "use an http(s):// or file:// URL")
+    .refine((url) => !/^[a-z]+:\/\/[^/]*@/i.test(url), "put credentials in auth.token, not in the URL"),
   branch: z.string().min(1).default("main"),
   auth: z
     .strictObject({
@@ -35,7 +38,7 @@ const argoCdServerSchema = z.strictObject({
   url: z.string().regex(/^https?:\/\//, "use an http(s):// URL"),
   token: secretRefSchema,
   /** How often an in-flight deployment reads its application. */
-  pollInterval: durationSchema.default(2_000),
+  pollInterval: durationSchema.refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "2s")').default(2_000),
   /** Timeout of one HTTP request (a `?refresh=` GET blocks until Argo CD has compared). */
   requestTimeout: durationSchema.default(60_000),
 });
@@ -122,9 +125,15 @@ export const fileConfigSchema = z.strictObject({
       pushAttempts: 5,
       commandTimeout: 60_000,
     }),
-  repositories: z.array(repositorySchema).min(1, "configure at least one repository"),
+  repositories: z
+    .array(repositorySchema)
+    .default([])
+    .refine((l) => l.length > 0, "configure at least one repository"),
   argocd: z.strictObject({ servers: z.array(argoCdServerSchema) }).default({ servers: [] }),
-  targets: z.array(targetSchema).min(1, "configure at least one target"),
+  targets: z
+    .array(targetSchema)
+    .default([])
+    .refine((l) => l.length > 0, "configure at least one target"),
 });
 
 export type FileConfig = z.infer<typeof fileConfigSchema>;

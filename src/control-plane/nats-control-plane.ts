@@ -12,6 +12,11 @@ export interface NatsControlPlaneOptions {
   connectTimeoutMs: number;
 }
 
+/** A NATS URL as it may be shown: user and password (NATS supports them in the URL) are left out. */
+function withoutCredentials(url: string): string {
+  return url.replace(/\/\/[^/@]*@/g, "//");
+}
+
 /** Keptn over core NATS, the way the in-cluster cp-connector talks to the control plane (protocol.md §1). */
 export class NatsControlPlane implements ControlPlane {
   private connection: NatsConnection | undefined;
@@ -31,10 +36,15 @@ export class NatsControlPlane implements ControlPlane {
         timeout: connectTimeoutMs,
       });
     } catch (error) {
-      throw new Error(`could not connect to NATS at ${url}: ${(error as Error).message}`, { cause: error });
+      throw new Error(
+        `could not connect to NATS at ${withoutCredentials(url)}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
     }
     this.connected = true;
-    logger.info({ url }, "connected to NATS");
+    logger.info({ url: withoutCredentials(url) }, "connected to NATS");
     void this.watchStatus(this.connection);
   }
 

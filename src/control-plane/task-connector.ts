@@ -27,6 +27,8 @@ export interface TaskContext<Data> {
   signal: AbortSignal;
   /** Epoch milliseconds by which the task must be answered. */
   deadline: number;
+  /** Records task data known so far (e.g. the pushed commit); it is sent in `.finished` whatever ends the task. */
+  progress(taskData: Record<string, unknown>): void;
 }
 
 /**
@@ -53,6 +55,14 @@ export interface TaskConnectorOptions {
   handlers: Array<TaskHandler<any>>;
   /** How long past its deadline a handler may run before the connector answers for it. */
   deadlineGraceMs?: number;
+}
+
+function safely<T>(compute: () => T, fallback: T): T {
+  try {
+    return compute();
+  } catch {
+    return fallback;
+  }
 }
 
 const shutdownMessage = (task: string) => `the service shut down during the ${task}; trigger it again`;
@@ -189,11 +199,13 @@ export class TaskConnector {
       return {
         status: "errored",
         result: "fail",
-        message: `the ${base.type} event is malformed: ${issues.map((i) => `data.${i.path.join(".")}: ${i.message}`).join("; ")}`,
+        message: `the ${base.type} event is malformed: ${issues.map((i) => `${["data", ...i.path].join(".")}: ${i.message}`).join("; ")}`,
       };
     }
     const event: TriggeredEvent<Data> = { ...base, data: data.data };
-    const baseTaskData = handler.baseTaskData(event);
+    // What is known of the task so far: the handler's base data, then whatever it reports as it goes.
+    const baseTaskData: Record<string, unknown> = { ...safely(() => handler.baseTaskData(event), {}) };
+    const progress = (taskData: Record<string, unknown>) => Object.assign(baseTaskData, taskData);
     const missing = (["project", "stage", "service"] as const).filter((key) => !event.scope[key]);
     if (missing.length > 0) {
       return {
@@ -232,7 +244,10 @@ export class TaskConnector {
       }, timeoutMs + grace);
     });
     try {
-      const outcome = await Promise.race([handler.execute({ event, logger, signal, deadline }), overdue]);
+      const outcome = await Promise.race([
+        handler.execute({ event, logger, signal, deadline, progress }),
+        overdue,
+      ]);
       return { ...outcome, taskData: { ...baseTaskData, ...outcome.taskData } };
     } catch (error) {
       return this.finishOfError(handler.task, error, baseTaskData, logger);

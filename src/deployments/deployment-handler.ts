@@ -45,8 +45,13 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
   baseTaskData(event: TriggeredEvent<DeploymentTriggeredData>): Record<string, unknown> {
     const target = this.targetOrUndefined(event);
     const { deployment } = event.data;
-    const uris = (templates: string[] | undefined, given: string[]) =>
-      templates ? templates.map((t) => renderTemplate(t, event.scope, "deployment URI")) : given;
+    const uris = (templates: string[] | undefined, given: string[]) => {
+      try {
+        return templates ? templates.map((t) => renderTemplate(t, event.scope, "deployment URI")) : given;
+      } catch {
+        return given; // an unsafe name is reported by the deployment itself; the URIs fall back to the event's
+      }
+    };
     const data: Omit<DeploymentFinishedData, "gitCommit"> = {
       deploymentstrategy: deployment.deploymentstrategy || "direct",
       deploymentNames: target ? [target.deploy.application] : [],
@@ -61,6 +66,7 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     logger,
     signal,
     deadline,
+    progress,
   }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
     const target = this.options.targets.resolve(event.scope);
     const image = imageOf(event);
@@ -75,6 +81,7 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
       signal,
     });
     const gitCommit = change.commit;
+    progress({ gitCommit });
     const wrote = change.committed
       ? `Committed ${change.changes.join(", ")} in ${target.file} as ${short(gitCommit)}`
       : `${target.file} already holds ${image.reference}; deploying the current head ${short(gitCommit)}`;

@@ -64,7 +64,7 @@ export class TargetResolver {
         branch: repository.branch,
         ...(repository.auth ? { auth: repository.auth } : {}),
       },
-      file: renderTemplate(target.file, scope, `file template of targets[${index}]`),
+      file: renderTemplate(target.file, scope, `file template of targets.${index}`),
       change: target.change,
       deploy: {
         tool: target.deploy.tool,
@@ -72,7 +72,7 @@ export class TargetResolver {
         application: renderTemplate(
           target.deploy.application,
           scope,
-          `application template of targets[${index}]`,
+          `application template of targets.${index}`,
         ),
         ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
       },

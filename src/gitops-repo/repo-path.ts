@@ -2,7 +2,7 @@ import { realpath } from "node:fs/promises";
 import { isAbsolute, join, normalize, relative, sep } from "node:path";
 import { TerminalError } from "../shared/errors.js";
 
-/** Names that may fill a path template: Keptn project/stage/service names (lowercase letters, digits, dashes). */
+/** Names that may fill a template: Keptn names (lowercase letters, digits, dashes) and a little more, never `/`. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 
 /** Fills {project}, {stage}, {service}; refuses values that could change the shape of a path. */
@@ -15,7 +15,7 @@ export function renderTemplate(
     const value = values[key];
     if (!SAFE_NAME.test(value) || value.includes("..")) {
       throw new TerminalError(
-        `the ${key} name ${JSON.stringify(value)} cannot be used in the ${what}; Keptn names are letters, digits and dashes`,
+        `the ${key} name ${JSON.stringify(value)} cannot be used in the ${what}; names may hold letters, digits, "-", "_" and "." (no "/" or "..")`,
       );
     }
     return value;

@@ -38,7 +38,7 @@ function classify(message: string): GitFailure {
   )
     return "auth";
   if (
-    /Repository not found|does not appear to be a git repository|returned error: 404|couldn't find remote ref|Remote branch .* not found/i.test(
+    /Repository not found|repository '[^']*' not found|does not appear to be a git repository|returned error: 404|couldn't find remote ref|Remote branch .* not found/i.test(
       message,
     )
   )
@@ -50,6 +50,16 @@ function classify(message: string): GitFailure {
   )
     return "push-race";
   return "other";
+}
+
+/** What git said that matters: its fatal/error lines, without progress lines that name local paths. */
+function gitSaid(message: string): string {
+  const lines = message
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("Cloning into"));
+  const errors = lines.filter((l) => /^(fatal|error):/.test(l));
+  return (errors.length > 0 ? errors : lines.slice(-2)).join(" ");
 }
 
 /** The URL without any user info, for messages. */
@@ -81,7 +91,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       const dir = await this.ensureClone(repository, request.signal);
       const git = this.git(repository, dir, request.signal);
       for (let attempt = 1; ; attempt++) {
-        await this.syncToRemote(git, repository);
+        await this.syncToRemote(git, repository, request.signal);
         const head = (await git.revparse(["HEAD"])).trim();
         const path = await resolveInsideRepo(dir, request.file);
         const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
@@ -105,8 +115,11 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
         await git.commit(request.message(edited.changes), undefined, { "--no-verify": null });
         const commit = (await git.revparse(["HEAD"])).trim();
         try {
-          await this.run(repository, "push", () =>
-            git.push("origin", `HEAD:refs/heads/${repository.branch}`),
+          await this.run(
+            repository,
+            "push",
+            () => git.push("origin", `HEAD:refs/heads/${repository.branch}`),
+            request.signal,
           );
           this.options.logger.info(
             { repository: repository.name, commit, file: request.file, attempt },
@@ -162,16 +175,28 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
 
   private async ensureClone(repository: RepositoryRef, signal?: AbortSignal): Promise<string> {
     const dir = this.cloneDir(repository);
-    const usable = await access(join(dir, ".git", "HEAD")).then(
+    const present = await access(join(dir, ".git", "HEAD")).then(
       () => true,
       () => false,
     );
+    // A clone left broken (disk full, killed mid-clone) is cloned again rather than reported as a missing repo.
+    const usable =
+      present &&
+      (await this.git(repository, dir, signal)
+        .revparse(["--is-inside-work-tree"])
+        .then(
+          () => true,
+          () => false,
+        ));
     if (usable) return dir;
     await rm(dir, { recursive: true, force: true });
     await mkdir(this.options.cacheDir, { recursive: true });
     const git = this.git(repository, this.options.cacheDir, signal);
-    await this.run(repository, "clone", () =>
-      git.clone(repository.url, dir, ["--no-tags", "--single-branch", "--branch", repository.branch]),
+    await this.run(
+      repository,
+      "clone",
+      () => git.clone(repository.url, dir, ["--no-tags", "--single-branch", "--branch", repository.branch]),
+      signal,
     );
     this.options.logger.info(
       { repository: repository.name, url: displayUrl(repository.url) },
@@ -180,38 +205,45 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     return dir;
   }
 
-  private async syncToRemote(git: SimpleGit, repository: RepositoryRef): Promise<void> {
-    await this.run(repository, "fetch", () => git.fetch("origin", repository.branch));
+  private async syncToRemote(git: SimpleGit, repository: RepositoryRef, signal?: AbortSignal): Promise<void> {
+    await this.run(repository, "fetch", () => git.fetch("origin", repository.branch), signal);
     await git.reset(["--hard", `origin/${repository.branch}`]);
     await git.clean("f", ["-d", "-x"]);
   }
 
   /** Runs a git operation that talks to the remote: retries network trouble, explains auth and missing repos. */
-  private async run<T>(repository: RepositoryRef, what: string, operation: () => Promise<T>): Promise<T> {
-    return withRetry(NETWORK_RETRY, async () => {
-      try {
-        return await operation();
-      } catch (error) {
-        const message = this.options.secrets.redact(errorMessage(error));
-        const url = displayUrl(repository.url);
-        switch (classify(message)) {
-          case "auth":
-            throw new TerminalError(
-              `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
-            );
-          case "not-found":
-            throw new TerminalError(
-              `git ${what} of ${url} failed: the repository or branch ${repository.branch} does not exist; check repository "${repository.name}"`,
-            );
-          case "push-race":
-            throw new PushRaceError(message);
-          case "other":
-            throw new RetryableError(
-              `git ${what} of ${url} failed: ${message.split("\n").filter(Boolean).slice(-2).join(" ")}`,
-            );
+  private async run<T>(
+    repository: RepositoryRef,
+    what: string,
+    operation: () => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    return withRetry(
+      NETWORK_RETRY,
+      async () => {
+        try {
+          return await operation();
+        } catch (error) {
+          const message = this.options.secrets.redact(errorMessage(error));
+          const url = displayUrl(repository.url);
+          switch (classify(message)) {
+            case "auth":
+              throw new TerminalError(
+                `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
+              );
+            case "not-found":
+              throw new TerminalError(
+                `git ${what} of ${url} failed: the repository or branch ${repository.branch} does not exist; check repository "${repository.name}"`,
+              );
+            case "push-race":
+              throw new PushRaceError(message);
+            case "other":
+              throw new RetryableError(`git ${what} of ${url} failed: ${gitSaid(message)}`);
+          }
         }
-      }
-    });
+      },
+      signal,
+    );
   }
 
   private git(repository: RepositoryRef, baseDir: string, signal?: AbortSignal): SimpleGit {

@@ -6,18 +6,21 @@ import { z } from "zod";
  * cloudevents sdk-go (`datacontenttype`, Keptn attributes as top-level extensions). Both are accepted; unknown
  * fields are kept and ignored.
  */
+const optionalString = z.string().nullish().catch(undefined);
+
 export const keptnEnvelopeSchema = z.looseObject({
-  specversion: z.string().optional(),
   id: z.string().min(1, "the event has no id"),
   type: z.string().min(1, "the event has no type"),
-  source: z.string().nullish(),
-  time: z.string().nullish(),
-  contenttype: z.string().nullish(),
-  datacontenttype: z.string().nullish(),
   shkeptncontext: z.string().min(1, "the event has no shkeptncontext"),
-  shkeptnspecversion: z.string().nullish(),
-  triggeredid: z.string().nullish(),
-  gitcommitid: z.string().nullish(),
+  // Read when usable, never a reason to drop an event that can be answered.
+  specversion: optionalString,
+  source: optionalString,
+  time: optionalString,
+  contenttype: optionalString,
+  datacontenttype: optionalString,
+  shkeptnspecversion: optionalString,
+  triggeredid: optionalString,
+  gitcommitid: optionalString,
   data: z.unknown(),
 });
 

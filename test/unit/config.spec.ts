@@ -66,6 +66,9 @@ targets:
 `;
     const problems = problemsOf(text);
     expect(problems).to.include.members([
+      'targets.0.repository: no repository is named "other" (known: gitops)',
+      "targets.0.file: unknown placeholder {app}; use {project}, {stage}, {service}",
+      'targets.0.deploy.server: no argocd server is named "main" (known: none)',
       "repositories.0.url: use an http(s):// or file:// URL",
       'targets.0.timeout: "soon" is not a duration; write e.g. "30s", "10m" or "1h"',
       "targets.0.change: name where the image goes: `tag` (with `repository` if wanted) or `reference`",
@@ -96,5 +99,35 @@ targets:
   it("reports YAML syntax errors with a line", () => {
     const problems = problemsOf("repositories: [\n");
     expect(problems[0]).to.match(/^YAML syntax \(line \d+\)/);
+  });
+
+  it("says which environment variable a bad value came from", () => {
+    const problems = problemsOf(VALID, { GITOPS_TOKEN: "git-secret-token", KEPTN_GITOPS_HTTP_PORT: "abc" });
+    expect(problems).to.have.length(1);
+    expect(problems[0]).to.match(/^http\.port \(from KEPTN_GITOPS_HTTP_PORT\): /);
+  });
+
+  it("refuses a file that is not a mapping, even with overrides set", () => {
+    expect(problemsOf("hello\n", { NATS_URL: "nats://x:4222" })).to.deep.equal([
+      "(top level): the file must be a YAML mapping of the keys in docs/configuration.md",
+    ]);
+  });
+
+  it("refuses credentials in a repository URL and a file path that leaves the repository", () => {
+    const text = VALID.replace("https://git.example.com", "https://user:t0ken@git.example.com").replace(
+      '"charts/{service}/values-{stage}.yaml"',
+      '"../{service}.yaml"',
+    );
+    expect(problemsOf(text, { GITOPS_TOKEN: "git-secret-token" })).to.deep.equal([
+      "repositories.0.url: put credentials in auth.token, not in the URL",
+      'targets.0.file: "../{service}.yaml" leaves the repository; use a path relative to the repository root',
+    ]);
+  });
+
+  it("asks for at least one repository and target", () => {
+    expect(problemsOf("log: { level: info }\n")).to.deep.equal([
+      "repositories: configure at least one repository",
+      "targets: configure at least one target",
+    ]);
   });
 });

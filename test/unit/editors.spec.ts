@@ -88,6 +88,24 @@ describe("helm-values editor", () => {
     ).to.throw(TerminalError, /bad.yaml is not valid YAML \(line \d+\)/);
   });
 
+  it("refuses a digest-pinned image when only the tag is written", () => {
+    const image = parseImageReference(`docker.io/org/app:2@sha256:${"b".repeat(64)}`);
+    expect(() => editFile(VALUES, "v.yaml", { kind: "helm-values", tag: "image.tag" }, image)).to.throw(
+      TerminalError,
+      "is pinned by digest, but the target writes only the tag to image.tag",
+    );
+  });
+
+  it("names the file and key of a value it does not rewrite", () => {
+    const text = "image:\n  tag: |\n    1.0\n";
+    expect(() =>
+      editFile(text, "v.yaml", { kind: "helm-values", tag: "image.tag" }, parseImageReference("a/b:2")),
+    ).to.throw(
+      TerminalError,
+      "v.yaml: image.tag is a BLOCK_LITERAL value, which the service does not rewrite",
+    );
+  });
+
   it("refuses an image without a tag when a tag key is configured", () => {
     expect(() =>
       editFile(

@@ -114,6 +114,27 @@ describe("TaskConnector (the go-utils SDK port)", () => {
     });
   });
 
+  it("sends the task data reported so far when the deadline ends a hung task", async () => {
+    const { controlPlane, connector } = connectorWith(
+      handler(({ progress }) => {
+        progress({ gitCommit: "abc123" });
+        return new Promise(() => undefined);
+      }, 100),
+    );
+    await connector.start();
+    await controlPlane.deliver(triggered("hung-after-push"));
+    expect(dataOf(controlPlane.published[1])).to.deep.include({ test: { base: true, gitCommit: "abc123" } });
+  });
+
+  it("answers an event whose optional attributes have the wrong type", async () => {
+    const { controlPlane, connector } = connectorWith(
+      handler(async () => ({ status: "succeeded", result: "pass", message: "ok" })),
+    );
+    await connector.start();
+    await controlPlane.deliver({ ...triggered("odd"), specversion: null, time: 123, source: { x: 1 } });
+    expect(dataOf(controlPlane.published[1])).to.include({ status: "succeeded", result: "pass" });
+  });
+
   it("redacts secrets from the message", async () => {
     const secrets = new SecretRegistry();
     secrets.add("s3cr3t-token-value");

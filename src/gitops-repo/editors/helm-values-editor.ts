@@ -18,6 +18,11 @@ function wantedValues(change: HelmValuesChange, image: ImageReference): Array<[s
   if (change.reference) wanted.push([change.reference, image.reference]);
   if (change.repository) wanted.push([change.repository, image.repository]);
   if (change.tag) {
+    if (image.digest && !change.reference) {
+      throw new TerminalError(
+        `the image ${image.reference} is pinned by digest, but the target writes only the tag to ${change.tag}; send the image without a digest, or set change.reference to write the whole reference`,
+      );
+    }
     if (!image.tag) {
       throw new TerminalError(
         `the image ${image.reference} has no tag, but the target writes ${change.tag}; send an image with a :tag`,
@@ -42,7 +47,7 @@ export function editHelmValues(
     value,
     where: keyPath,
   }));
-  const result = applyScalarEdits(text, edits);
+  const result = applyScalarEdits(text, edits, file);
   const reread = parseYaml(result.text, file);
   for (const [keyPath, value] of wanted) expectValue(reread.getIn(keyPath.split(".")), value, keyPath, file);
   return result;

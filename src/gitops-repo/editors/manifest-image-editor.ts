@@ -2,7 +2,13 @@ import { isMap, isScalar, isSeq, parseAllDocuments, type Document, type Scalar }
 import type { ChangeSpec } from "../../config/schema.js";
 import { TerminalError } from "../../shared/errors.js";
 import { repositoryOf, type ImageReference } from "../image-reference.js";
-import { applyScalarEdits, expectValue, type EditResult, type ScalarEdit } from "./yaml-scalar.js";
+import {
+  applyScalarEdits,
+  assertYamlValid,
+  expectValue,
+  type EditResult,
+  type ScalarEdit,
+} from "./yaml-scalar.js";
 
 type ManifestImageChange = Extract<ChangeSpec, { kind: "manifest-image" }>;
 
@@ -53,15 +59,8 @@ export function editManifestImage(
   change: ManifestImageChange,
   image: ImageReference,
 ): EditResult {
-  const documents = parseAllDocuments(text);
-  if (!Array.isArray(documents)) throw new TerminalError(`${file} holds no YAML documents`);
-  const broken = documents.find((d) => d.errors.length > 0);
-  if (broken) {
-    const error = broken.errors[0]!;
-    throw new TerminalError(
-      `${file} is not valid YAML (line ${error.linePos?.[0]?.line ?? "?"}): ${error.message.split("\n")[0]}; fix the file in the repository`,
-    );
-  }
+  const documents = parseAllDocuments(text) as Document.Parsed[];
+  documents.forEach((document) => assertYamlValid(document, file));
   const all = documents.flatMap((d, i) => containerImages(d, i));
   const selected = change.container
     ? all.filter((c) => c.name === change.container)
@@ -76,9 +75,8 @@ export function editManifestImage(
     );
   }
   const edits: ScalarEdit[] = selected.map((c) => ({ node: c.node, value: image.reference, where: c.where }));
-  const result = applyScalarEdits(text, edits);
-  const reread = parseAllDocuments(result.text);
-  if (!Array.isArray(reread)) throw new Error(`${file} stopped being YAML after the edit`);
+  const result = applyScalarEdits(text, edits, file);
+  const reread = parseAllDocuments(result.text) as Document.Parsed[];
   const after = reread.flatMap((d, i) => containerImages(d, i));
   for (const edit of edits) {
     expectValue(after.find((c) => c.where === edit.where)?.node.value, edit.value, edit.where, file);

@@ -15,15 +15,25 @@ export interface EditResult {
   changes: string[];
 }
 
+/** Throws a message that names the file and line when a parsed YAML document has errors. */
+export function assertYamlValid(
+  document: { errors: Array<{ message: string; linePos?: [{ line: number }, ...unknown[]] | undefined }> },
+  file: string,
+): void {
+  const error = document.errors[0];
+  if (!error) return;
+  const what = (error.message.split("\n")[0] ?? "")
+    .replace(/ at line \d+, column \d+:?$/, "")
+    .replace(/:$/, "");
+  throw new TerminalError(
+    `${file} is not valid YAML (line ${error.linePos?.[0]?.line ?? "?"}): ${what}; fix the file in the repository`,
+  );
+}
+
 /** Parses one YAML file, turning syntax errors into a message that names the file and line. */
 export function parseYaml(text: string, file: string): Document.Parsed {
   const document = parseDocument(text, { keepSourceTokens: false });
-  const error = document.errors[0];
-  if (error) {
-    throw new TerminalError(
-      `${file} is not valid YAML (line ${error.linePos?.[0]?.line ?? "?"}): ${error.message.split("\n")[0]}; fix the file in the repository`,
-    );
-  }
+  assertYamlValid(document, file);
   return document;
 }
 
@@ -34,7 +44,7 @@ function plainIsSafe(value: string): boolean {
   return reread.errors.length === 0 && reread.get("k") === value;
 }
 
-function render(node: Scalar, value: string): string {
+function render(node: Scalar, value: string, where: string, file: string): string {
   switch (node.type) {
     case "QUOTE_SINGLE":
       return `'${value.replace(/'/g, "''")}'`;
@@ -44,7 +54,7 @@ function render(node: Scalar, value: string): string {
       return plainIsSafe(value) ? value : JSON.stringify(value);
     default:
       throw new TerminalError(
-        `cannot rewrite a ${node.type ?? "non-scalar"} value; write it as a plain or quoted scalar`,
+        `${file}: ${where} is a ${node.type ?? "non-scalar"} value, which the service does not rewrite; write it as a plain or quoted scalar`,
       );
   }
 }
@@ -54,14 +64,15 @@ function render(node: Scalar, value: string): string {
  * indentation and document separators stay exactly as they were. Edits whose value is already in place are
  * skipped. The caller re-parses the result to prove the new values are there.
  */
-export function applyScalarEdits(text: string, edits: ScalarEdit[]): EditResult {
+export function applyScalarEdits(text: string, edits: ScalarEdit[], file: string): EditResult {
   const effective = edits.filter((edit) => String(edit.node.value) !== edit.value);
   const ordered = [...effective].sort((a, b) => (b.node.range?.[0] ?? 0) - (a.node.range?.[0] ?? 0));
   let result = text;
   for (const edit of ordered) {
     const range = edit.node.range;
     if (!range) throw new Error(`no source range for ${edit.where}`);
-    result = result.slice(0, range[0]) + render(edit.node, edit.value) + result.slice(range[1]);
+    result =
+      result.slice(0, range[0]) + render(edit.node, edit.value, edit.where, file) + result.slice(range[1]);
   }
   return { text: result, changes: effective.map((e) => `${e.where}: ${String(e.node.value)} -> ${e.value}`) };
 }

@@ -10,7 +10,10 @@ export const applicationSchema = z.looseObject({
   metadata: z.looseObject({ name: z.string(), namespace: z.string().optional() }),
   spec: z
     .looseObject({
-      syncPolicy: z.looseObject({ automated: z.looseObject({}).nullish() }).nullish(),
+      // `automated.enabled: false` (Argo CD 3.x) keeps the policy but switches auto-sync off.
+      syncPolicy: z
+        .looseObject({ automated: z.looseObject({ enabled: z.boolean().optional() }).nullish() })
+        .nullish(),
     })
     .optional(),
   operation: z.looseObject({ sync: z.looseObject(revisionFields).optional() }).nullish(),

@@ -110,6 +110,8 @@ export class ArgoCdClient {
     const server = this.options.baseUrl;
     if (status === 400 && /another operation is already in progress/i.test(said))
       return new OperationInProgressError(said);
+    // A sync window closes syncs for a while; waiting (up to the deadline) is the right answer, not giving up.
+    if (status === 403 && /blocked by sync window/i.test(said)) return new RetryableError(`Argo CD: ${said}`);
     if (status === 401)
       return new TerminalError(
         `Argo CD at ${server} rejected the token (401: ${said}); check the token of this Argo CD server in argocd.servers`,

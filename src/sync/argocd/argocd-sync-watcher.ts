@@ -27,6 +27,17 @@ async function anyIncludes(request: SyncRequest, revisions: string[]): Promise<s
   return undefined;
 }
 
+/** Whether Argo CD syncs the app on its own: an automated policy that is not switched off. */
+function autoSyncs(app: Application): boolean {
+  const automated = app.spec?.syncPolicy?.automated;
+  return !!automated && automated.enabled !== false;
+}
+
+/** " (as part of revision abc1234)" when Argo CD worked on a later revision that contains the commit. */
+function partOf(revision: string, commit: string): string {
+  return revision.toLowerCase() === commit.toLowerCase() ? "" : ` (as part of revision ${short(revision)})`;
+}
+
 /** One line of what the application looked like, for timeout messages. */
 function describe(app: Application): string {
   const status = app.status;
@@ -68,7 +79,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       client.getApplication(application, { ...query, refresh: "normal" }, signal),
     );
     lastSeen.text = describe(app);
-    if (!app.spec?.syncPolicy?.automated && !(await this.verdict(app, request))) {
+    if (!autoSyncs(app) && !(await this.verdict(app, request))) {
       app = await this.untilDeadline(request, lastSeen, () =>
         client.sync(application, { revision: request.commit, ...query }, signal),
       );
@@ -106,7 +117,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
         return {
           kind: "sync-failed",
           revision,
-          message: `Argo CD could not sync application ${name} to commit ${commit}: ${operation.message ?? operation.phase}`,
+          message: `Argo CD could not sync application ${name} to commit ${commit}${partOf(revision, request.commit)}: ${operation.message ?? operation.phase}`,
         };
       }
     }
@@ -118,16 +129,14 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       return {
         kind: "degraded",
         revision: synced,
-        message: `Argo CD synced application ${name} to commit ${commit} but it is Degraded: ${unhealthyDetails(app)}`,
+        message: `Argo CD synced application ${name} to commit ${commit}${partOf(synced, request.commit)} but it is Degraded: ${unhealthyDetails(app)}`,
       };
     }
     if (health !== "Healthy") return undefined;
-    const via =
-      synced.toLowerCase() === request.commit.toLowerCase() ? "" : ` (as part of revision ${short(synced)})`;
     return {
       kind: "healthy",
       revision: synced,
-      message: `Argo CD synced application ${name} to commit ${commit}${via}; it is Synced and Healthy`,
+      message: `Argo CD synced application ${name} to commit ${commit}${partOf(synced, request.commit)}; it is Synced and Healthy`,
     };
   }
 
