@@ -1,3 +1,4 @@
+import { setTimeout } from "node:timers/promises";
 import { connect, type NatsConnection, type Subscription } from "nats";
 import type { Logger } from "../shared/logger.js";
 import type { ControlPlane, DeliveryHandler, OutgoingEvent } from "./control-plane.js";
@@ -104,7 +105,14 @@ export class NatsControlPlane implements ControlPlane {
     const connection = this.connection;
     if (!connection || connection.isClosed()) return;
     this.connected = false;
-    await connection.drain();
+    // drain() flushes what was published; while NATS is unreachable it cannot, so close() ends the reconnecting.
+    const patience = new AbortController();
+    await Promise.race([
+      connection.drain().catch(() => undefined),
+      setTimeout(5_000, undefined, { signal: patience.signal }).catch(() => undefined),
+    ]);
+    patience.abort();
+    if (!connection.isClosed()) await connection.close();
   }
 
   private requireConnection(): NatsConnection {

@@ -4,6 +4,7 @@ import { access, constants as fsConstants } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 
 export interface GitHttpServerOptions {
@@ -26,6 +27,13 @@ export interface GitHttpRequestRecord {
   authorized: boolean;
   /** HTTP status sent back; 0 until the response head is written. */
   status: number;
+  /** performance.now() when the request arrived (for benchmarks). */
+  receivedAt: number;
+  /**
+   * performance.now() when the whole response had been handed to the operating system; absent while it is still
+   * being written, and for a response that was cut off.
+   */
+  finishedAt?: number;
 }
 
 const DEFAULT_USERNAME = "x-access-token";
@@ -109,8 +117,10 @@ export class GitHttpServer {
       path: url.pathname + url.search,
       authorized,
       status: 0,
+      receivedAt: performance.now(),
     };
     this.requests.push(record);
+    res.once("finish", () => (record.finishedAt = performance.now()));
     const respond = (status: number, headers: Record<string, string>, body: string) => {
       record.status = status;
       req.resume(); // discard a request body we will not read

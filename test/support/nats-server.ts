@@ -163,7 +163,7 @@ export class NatsServerProcess {
 }
 
 /** NATS_SERVER_BIN, else /usr/sbin/nats-server, else `nats-server` from PATH. */
-function natsServerBinary(): string {
+export function natsServerBinary(): string {
   const fromEnv = process.env.NATS_SERVER_BIN;
   if (fromEnv) return fromEnv;
   try {
