@@ -162,7 +162,7 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
     const repository = target["repository"];
     if (typeof repository === "string" && !repositories.includes(repository)) {
       problems.push(
-        `targets.${i}.repository: no repository is named "${repository}" (known: ${repositories.join(", ") || "none"})`,
+        `targets.${i}.repository: no repository is named "${repository}" (known: ${[...new Set(repositories)].join(", ") || "none"})`,
       );
     }
     const deploy = isRecord(target["deploy"]) ? target["deploy"] : {};
