@@ -321,6 +321,17 @@ describe("deployment through GitOps (NATS -> git -> Argo CD simulator)", functio
       );
     });
 
+    it("a repository that does not exist on the git server, answered without retrying", async () => {
+      const before = world.gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length;
+      const { id } = world.trigger({ project: "gone" });
+      await errored(
+        id,
+        /git clone of http:\/\/127\.0\.0\.1:\d+\/missing\.git failed: the repository or branch main does not exist/,
+      );
+      const asked = world.gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length - before;
+      expect(asked, "git requests for the missing repository").to.equal(1);
+    });
+
     it("a git token the server rejects, without showing any token anywhere", async () => {
       const { id } = world.trigger({ project: "locked" });
       await errored(id, 'the credentials were rejected; check the token of repository "gitops-wrong-token"');

@@ -112,6 +112,9 @@ repositories:
   - name: gitops-wrong-token
     url: ${repoUrl}
     auth: { token: { fromEnv: TEST_WRONG_GIT_TOKEN } }
+  - name: gitops-missing
+    url: ${repoUrl.replace("gitops.git", "missing.git")}
+    auth: { token: { fromEnv: TEST_GIT_TOKEN } }
 argocd:
   servers:
     - name: lab
@@ -138,6 +141,11 @@ targets:
     timeout: 2s
   - match: { project: locked }
     repository: gitops-wrong-token
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+  - match: { project: gone }
+    repository: gitops-missing
     file: "charts/{service}/values-{stage}.yaml"
     change: { kind: helm-values, tag: image.tag }
     deploy: { tool: argocd, server: lab }
