@@ -787,7 +787,8 @@ describe("ArgoCdSimulator", function () {
     const done = settled(sim, "podtato", sha);
     await sim.start();
     await done;
-    expect(timers()).to.be.greaterThan(before);
+    // No "more timers while running" check: between two polls the simulator may be waiting on a git process
+    // with no timer armed, so such a check fails now and then (it did in CI).
     await sim.stop();
     expect(timers()).to.be.at.most(before);
     expect(sim.errors).to.deep.equal([]);
