@@ -1,0 +1,16 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+/** Where the lab's binaries, CRDs and Go caches live; `.ci/run` keeps it between runs on one machine. */
+export function labDir(): string {
+  return process.env["KEPTN_GITOPS_LAB_DIR"] ?? join(homedir(), ".cache", "keptn-gitops-lab");
+}
+
+export interface ComponentRecord {
+  name: string;
+  version: string;
+  status: "built" | "cached" | "installed" | "failed";
+  buildSeconds?: number;
+  sizeBytes?: number;
+  error?: string;
+}
