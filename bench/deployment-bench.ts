@@ -263,7 +263,9 @@ async function run(world: DeploymentWorld, count: number, interrupted: AbortSign
   let triggeredBytes = 0;
   const decoder = new TextDecoder();
   const onSettled = (event: SettledEvent) => settled.add(`${event.app}@${event.revision}`, event.at, event);
-  world.argo.on("settled", onSettled);
+  const simulator = world.simulator;
+  if (!simulator) throw new Error("the bench needs the Argo CD simulator as the backend");
+  simulator.on("settled", onSettled);
   const subscriptions = [
     stamp(world.keptn, "sh.keptn.event.deployment.*", (at, subject, data) => {
       if (subject === "sh.keptn.event.deployment.triggered") {
@@ -319,7 +321,7 @@ async function run(world: DeploymentWorld, count: number, interrupted: AbortSign
     return results;
   } finally {
     for (const subscription of subscriptions) subscription.unsubscribe();
-    world.argo.off("settled", onSettled);
+    simulator.off("settled", onSettled);
     await echo.close();
   }
 }

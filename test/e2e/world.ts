@@ -8,7 +8,13 @@ import { buildApp, type App } from "../../src/app.js";
 import { loadConfig } from "../../src/config/load-config.js";
 import { createLogger } from "../../src/shared/logger.js";
 import { SecretRegistry } from "../../src/shared/secrets.js";
-import { ArgoCdSimulator, type SimulatedApp } from "../simulators/argocd/argocd-simulator.js";
+import {
+  simulatorBackend,
+  type ArgoCdBackend,
+  type ArgoCdBackendFactory,
+  type SimulatorTimings,
+} from "./argocd-backend.js";
+import type { ArgoCdSimulator } from "../simulators/argocd/argocd-simulator.js";
 import { GitHttpServer } from "../support/git-http-server.js";
 import { createGitopsFixture, type GitopsFixture } from "../support/gitops-fixture.js";
 import { NatsServerProcess } from "../support/nats-server.js";
@@ -16,7 +22,7 @@ import { subscribeCollector, type EventCollector } from "../support/wait.js";
 
 export const GIT_TOKEN = "git-token-9f8e7d6c5b4a";
 export const WRONG_GIT_TOKEN = "wrong-token-0a1b2c3d4e";
-export const ARGO_TOKEN = "argocd-token-1234567890abcdef";
+export { SIMULATOR_TOKEN as ARGO_TOKEN } from "./argocd-backend.js";
 
 export interface KeptnEvent {
   type: string;
@@ -58,28 +64,18 @@ export interface TriggerOptions {
 
 /** How the world is tuned; every field has the default the e2e tests use. */
 export interface DeploymentWorldOptions {
+  /** The Argo CD the service talks to; default the simulator with `argo` timings. */
+  backend?: ArgoCdBackendFactory;
   /** Timings of the Argo CD simulator; default poll 100 ms, sync 50 ms, health 50 ms. */
-  argo?: { pollIntervalMs?: number; syncDurationMs?: number; healthDelayMs?: number };
+  argo?: SimulatorTimings;
+  /** `timeout` of the project `sockshop-slow` (the timeout scenario); default "2s". */
+  slowTimeout?: string;
+  /** How long `answersFor` waits for a `.finished` by default; 15 s. */
+  answerTimeoutMs?: number;
   /** The service's `argocd.servers[].pollInterval` in milliseconds; default 50. */
   servicePollIntervalMs?: number;
   /** The service's `log.level`; default "debug". Log lines are kept in `logLines` either way. */
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
-}
-
-/** Argo CD applications of the fixture repo: dev apps sync on their own; production needs a sync call. */
-function simulatedApps(bareDir: string, repoURL: string): SimulatedApp[] {
-  return [
-    { name: "carts-dev", repoURL, gitDir: bareDir, path: "charts/carts", automated: true },
-    { name: "orders-dev", repoURL, gitDir: bareDir, path: "charts/orders", automated: true },
-    { name: "carts-production", repoURL, gitDir: bareDir, path: "charts/carts", automated: false },
-    {
-      name: "orders-production",
-      repoURL,
-      gitDir: bareDir,
-      path: "manifests/production/orders",
-      automated: false,
-    },
-  ];
 }
 
 interface ServiceConfigValues {
@@ -88,6 +84,7 @@ interface ServiceConfigValues {
   cacheDir: string;
   pollIntervalMs: number;
   logLevel: string;
+  slowTimeout: string;
 }
 
 function serviceConfig({
@@ -96,6 +93,7 @@ function serviceConfig({
   cacheDir,
   pollIntervalMs,
   logLevel,
+  slowTimeout,
 }: ServiceConfigValues): string {
   return `
 integration: { name: gitops-service }
@@ -138,7 +136,7 @@ targets:
     file: "charts/{service}/values-{stage}.yaml"
     change: { kind: helm-values, tag: image.tag }
     deploy: { tool: argocd, server: lab }
-    timeout: 2s
+    timeout: ${slowTimeout}
   - match: { project: locked }
     repository: gitops-wrong-token
     file: "charts/{service}/values-{stage}.yaml"
@@ -164,7 +162,7 @@ export class DeploymentWorld {
     readonly nats: NatsServerProcess,
     readonly fixture: GitopsFixture,
     readonly gitServer: GitHttpServer,
-    readonly argo: ArgoCdSimulator,
+    readonly argo: ArgoCdBackend,
     readonly keptn: NatsConnection,
     readonly answers: EventCollector,
     readonly cacheDir: string,
@@ -180,14 +178,13 @@ export class DeploymentWorld {
       token: GIT_TOKEN,
     });
     const repoUrl = gitServer.repoUrl("gitops.git");
-    const argo = new ArgoCdSimulator({
-      token: ARGO_TOKEN,
-      apps: simulatedApps(fixture.bareDir, repoUrl),
-      pollIntervalMs: options.argo?.pollIntervalMs ?? 100,
-      syncDurationMs: options.argo?.syncDurationMs ?? 50,
-      healthDelayMs: options.argo?.healthDelayMs ?? 50,
+    const backend = options.backend ?? simulatorBackend(options.argo);
+    const argo = await backend({
+      bareDir: fixture.bareDir,
+      repoUrl,
+      gitUsername: gitServer.username,
+      gitToken: GIT_TOKEN,
     });
-    await argo.start();
     const keptn = await connect({ servers: nats.url });
     const answers = await subscribeCollector(keptn, "sh.keptn.event.deployment.*");
     const cacheDir = await mkdtemp(join(tmpdir(), "gitops-cache-"));
@@ -215,13 +212,14 @@ export class DeploymentWorld {
         cacheDir: this.cacheDir,
         pollIntervalMs: this.options.servicePollIntervalMs ?? 50,
         logLevel: this.options.logLevel ?? "debug",
+        slowTimeout: this.options.slowTimeout ?? "2s",
       }),
       source: "test config",
       env: {
         NATS_URL: this.nats.url,
         TEST_GIT_TOKEN: GIT_TOKEN,
         TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
-        TEST_ARGO_TOKEN: ARGO_TOKEN,
+        TEST_ARGO_TOKEN: this.argo.token,
       },
     });
     const lines = this.logLines;
@@ -234,6 +232,11 @@ export class DeploymentWorld {
     const logger = createLogger({ level: config.log.level, secrets, destination });
     this.app = buildApp({ config, logger, secrets });
     this.httpUrl = (await this.app.start()).httpUrl;
+  }
+
+  /** The Argo CD simulator, when that is the backend (the lab has none). */
+  get simulator(): ArgoCdSimulator | undefined {
+    return (this.argo as Partial<{ simulator: ArgoCdSimulator }>).simulator;
   }
 
   /** Publishes a deployment.triggered event the way the shipyard-controller does; returns its id. */
@@ -272,7 +275,7 @@ export class DeploymentWorld {
   /** Waits for the .finished answering `triggeredid`, and returns it with the .started that must precede it. */
   async answersFor(
     triggeredid: string,
-    timeoutMs = 15_000,
+    timeoutMs = this.options.answerTimeoutMs ?? 15_000,
   ): Promise<{ started: KeptnEvent; finished: KeptnEvent }> {
     const isAnswer = (kind: string) => (event: unknown) =>
       (event as KeptnEvent).triggeredid === triggeredid &&

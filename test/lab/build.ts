@@ -44,7 +44,7 @@ async function go(args: string[], cwd = LAB): Promise<string> {
       .split("\n")
       .slice(-12)
       .join("\n");
-    throw new Error(`go ${args.join(" ")}: ${said}`);
+    throw new Error(`go ${args.join(" ")}: ${said}`, { cause: error });
   }
 }
 
@@ -94,7 +94,9 @@ function throwawayGoMod(component: GoComponent, upstream: GoModJson): string {
     "",
     `require ${component.module} ${component.version}`,
     "",
-    ...(replaces.length > 0 ? ["replace (", ...replaces, ")", ""] : []),
+    ...(replaces.length + (component.extraReplaces?.length ?? 0) > 0
+      ? ["replace (", ...replaces, ...(component.extraReplaces ?? []).map((r) => `\t${r}`), ")", ""]
+      : []),
   ].join("\n");
 }
 

@@ -18,6 +18,11 @@ export interface GoComponent {
   crds?: string;
   /** Other names of the same binary (Argo CD picks its component from argv[0]). */
   aliases?: string[];
+  /**
+   * Module versions the Go module proxy of this workplace refuses (403 "This module version is not available"),
+   * replaced by the nearest version it serves: `path => path version`.
+   */
+  extraReplaces?: string[];
   /** The lab cannot run without it. */
   required: boolean;
 }
@@ -37,6 +42,8 @@ export const GO_COMPONENTS: GoComponent[] = [
     version: "v1.9.6",
     pkg: "github.com/fluxcd/source-controller",
     crds: "config/crd/bases",
+    // v0.18.2 and v0.18.3: 403 from the proxy.
+    extraReplaces: ["github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.1"],
     required: true,
   },
   {

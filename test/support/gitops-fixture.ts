@@ -66,6 +66,35 @@ env:
     value: "-Xms64m -Xmx128m"
 `;
 
+/** A real Helm chart around the values files, so that Argo CD's repo-server can render it in the lab. */
+const chart = (name: string) => `apiVersion: v2
+name: ${name}
+description: ${name} of the sockshop, deployed by Argo CD from this repository
+version: 0.1.0
+`;
+
+const chartDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+  labels:
+    app.kubernetes.io/name: {{ .Chart.Name }}
+spec:
+  replicas: {{ .Values.replicaCount }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {{ .Chart.Name }}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: {{ .Chart.Name }}
+    spec:
+      containers:
+        - name: {{ .Chart.Name }}
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+          imagePullPolicy: {{ .Values.image.pullPolicy }}
+`;
+
 const ordersDevDeployment = `# orders in dev: plain manifests; Keptn bumps the orders image, never the sidecar
 apiVersion: apps/v1
 kind: Deployment
@@ -146,6 +175,10 @@ keptn-gitops-service commits new image tags here when Keptn triggers a deploymen
 /** The seed content: Keptn project `sockshop`, stages `dev` and `production`, services `carts` and `orders`. */
 export const defaultGitopsFiles: Readonly<Record<string, string>> = {
   "README.md": readme,
+  "charts/carts/Chart.yaml": chart("carts"),
+  "charts/carts/templates/deployment.yaml": chartDeployment,
+  "charts/orders/Chart.yaml": chart("orders"),
+  "charts/orders/templates/deployment.yaml": chartDeployment,
   "charts/carts/values-dev.yaml": cartsValues("dev", 1),
   "charts/carts/values-production.yaml": cartsValues("production", 3),
   "charts/orders/values-dev.yaml": ordersValues("dev", 1),
