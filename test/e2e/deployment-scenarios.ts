@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { commitToBare, defaultGitopsFiles, gitLog, readFileAt } from "../support/gitops-fixture.js";
-import type { DeploymentWorld} from "./world.js";
+import type { DeploymentWorld } from "./world.js";
 import { ARGO_TOKEN, GIT_TOKEN, WRONG_GIT_TOKEN, type KeptnEvent } from "./world.js";
 
 async function head(world: DeploymentWorld): Promise<string> {

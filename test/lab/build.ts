@@ -215,7 +215,7 @@ async function main(): Promise<number> {
     const what =
       record.status === "failed"
         ? `FAILED: ${record.error}`
-        : `${record.status}${record.buildSeconds ? ` in ${record.buildSeconds}s` : ""}, ${((record.sizeBytes ?? 0) / 1048576).toFixed(1)} MiB`;
+        : `${record.status}${record.buildSeconds ? ` (build ${record.buildSeconds}s)` : ""}, ${((record.sizeBytes ?? 0) / 1048576).toFixed(1)} MiB`;
     console.log(`lab: ${component.name} ${component.version} ${what}`);
   }
   await writeFile(join(LAB, "components.json"), `${JSON.stringify(records, null, 2)}\n`);

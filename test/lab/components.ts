@@ -80,10 +80,11 @@ export const GO_COMPONENTS: GoComponent[] = [
   },
   {
     // v3.3 and later keep gitops-engine inside the argo-cd repository (a `./gitops-engine` replace); v3.2 is the
-    // newest line whose module builds from the proxy alone.
+    // newest line whose module builds from the proxy alone. v3.2.12 does not compile as published
+    // (controller/cache/info.go calls settings.ValidateExternalURL, which no file of that version defines).
     name: "argocd",
     module: "github.com/argoproj/argo-cd/v3",
-    version: "v3.2.12",
+    version: "v3.2.11",
     pkg: "github.com/argoproj/argo-cd/v3/cmd",
     crds: "manifests/crds",
     aliases: ["argocd-server", "argocd-application-controller", "argocd-repo-server"],

@@ -1,0 +1,316 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type {
+  ArgoCdBackend,
+  ArgoCdBackendFactory,
+  GitopsSetup,
+  LabApplication,
+} from "../e2e/argocd-backend.js";
+import { APPLICATIONS } from "../e2e/argocd-backend.js";
+import { freePort } from "../support/nats-server.js";
+import { RecordingProxy } from "../support/recording-proxy.js";
+import type { KubeLab, KubeObject } from "./kube-lab.js";
+import { LabProcess } from "./lab-process.js";
+import { labDir } from "./lab-paths.js";
+
+const run = promisify(execFile);
+const NAMESPACE = "argocd";
+const ADMIN_PASSWORD = "lab-admin-password";
+
+/**
+ * Health of a Deployment in a cluster without nodes: no pod ever runs, so the lab decides from the image what a
+ * real rollout would show (an Argo CD resource health customization, as users write them in argocd-cm).
+ */
+const DEPLOYMENT_HEALTH = `hs = {}
+for _, container in ipairs(obj.spec.template.spec.containers) do
+  if string.find(container.image, "crashloop", 1, true) then
+    hs.status = "Degraded"
+    hs.message = "Back-off restarting failed container " .. container.name
+    return hs
+  end
+  if string.find(container.image, "hang", 1, true) then
+    hs.status = "Progressing"
+    hs.message = "Waiting for rollout to finish: 0 of 1 updated replicas are available..."
+    return hs
+  end
+end
+hs.status = "Healthy"
+hs.message = "lab: no nodes; the image is accepted"
+return hs
+`;
+
+/** A sync that really fails: the API server itself refuses the Deployment (a ValidatingAdmissionPolicy). */
+const SYNCFAIL_POLICY: KubeObject[] = [
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicy",
+    metadata: { name: "lab-refuse-syncfail-images" },
+    spec: {
+      failurePolicy: "Fail",
+      matchConstraints: {
+        resourceRules: [
+          {
+            apiGroups: ["apps"],
+            apiVersions: ["v1"],
+            operations: ["CREATE", "UPDATE"],
+            resources: ["deployments"],
+          },
+        ],
+      },
+      validations: [
+        {
+          expression: "object.spec.template.spec.containers.all(c, !c.image.contains('syncfail'))",
+          message: "the lab refuses images tagged syncfail",
+        },
+      ],
+    },
+  },
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicyBinding",
+    metadata: { name: "lab-refuse-syncfail-images" },
+    spec: { policyName: "lab-refuse-syncfail-images", validationActions: ["Deny"] },
+  },
+];
+
+function application(app: LabApplication, repoURL: string): KubeObject {
+  return {
+    apiVersion: "argoproj.io/v1alpha1",
+    kind: "Application",
+    metadata: { name: app.name, namespace: NAMESPACE },
+    spec: {
+      project: "default",
+      source: {
+        repoURL,
+        path: app.path,
+        targetRevision: "main",
+        ...(app.valueFiles ? { helm: { valueFiles: app.valueFiles } } : {}),
+      },
+      destination: { server: "https://kubernetes.default.svc", namespace: app.namespace },
+      syncPolicy: {
+        ...(app.automated ? { automated: { prune: true } } : {}),
+        syncOptions: ["CreateNamespace=true"],
+      },
+    },
+  };
+}
+
+/**
+ * The real Argo CD (v3, one `argocd` binary started as argocd-repo-server, argocd-application-controller and
+ * argocd-server) against the lab's kube-apiserver, with Debian's redis. The service reaches argocd-server
+ * through a RecordingProxy, so the scenarios can assert on its calls as they do with the simulator.
+ */
+export class ArgoCdLab implements ArgoCdBackend {
+  private constructor(
+    private readonly proxy: RecordingProxy,
+    readonly token: string,
+    readonly serverUrl: string,
+    private readonly processes: LabProcess[],
+  ) {}
+
+  get url(): string {
+    return this.proxy.url;
+  }
+
+  get requests() {
+    return this.proxy.requests;
+  }
+
+  injectFailures(count: number, status?: number): void {
+    this.proxy.injectFailures(count, status);
+  }
+
+  static backend(kube: KubeLab, dir: string): ArgoCdBackendFactory {
+    return (setup) => ArgoCdLab.start(kube, dir, setup);
+  }
+
+  static async start(kube: KubeLab, dir: string, setup: GitopsSetup): Promise<ArgoCdLab> {
+    const bin = join(labDir(), "bin");
+    const processes: LabProcess[] = [];
+    try {
+      await kube.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NAMESPACE } });
+      await kube.installCrds(join(labDir(), "crds", "argocd"));
+      for (const object of SYNCFAIL_POLICY) await kube.apply(object);
+      const { stdout: hash } = await run(join(bin, "argocd"), [
+        "account",
+        "bcrypt",
+        "--password",
+        ADMIN_PASSWORD,
+      ]);
+      const labels = { "app.kubernetes.io/part-of": "argocd" };
+      await kube.apply({
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: "argocd-cm", namespace: NAMESPACE, labels },
+        data: {
+          "admin.enabled": "true",
+          "resource.customizations.health.apps_Deployment": DEPLOYMENT_HEALTH,
+        },
+      });
+      await kube.apply({
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: "argocd-rbac-cm", namespace: NAMESPACE, labels },
+        data: { "policy.default": "role:admin" },
+      });
+      await kube.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "argocd-secret", namespace: NAMESPACE, labels },
+        stringData: {
+          "admin.password": hash.trim(),
+          "admin.passwordMtime": new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+          "server.secretkey": randomBytes(32).toString("base64"),
+        },
+      });
+      await kube.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: {
+          name: "repo-gitops",
+          namespace: NAMESPACE,
+          labels: { "argocd.argoproj.io/secret-type": "repository" },
+        },
+        stringData: {
+          type: "git",
+          url: setup.repoUrl,
+          username: setup.gitUsername,
+          password: setup.gitToken,
+        },
+      });
+      await kube.apply({
+        apiVersion: "argoproj.io/v1alpha1",
+        kind: "AppProject",
+        metadata: { name: "default", namespace: NAMESPACE },
+        spec: {
+          sourceRepos: ["*"],
+          destinations: [{ server: "*", namespace: "*" }],
+          clusterResourceWhitelist: [{ group: "*", kind: "*" }],
+        },
+      });
+
+      const home = join(dir, "argocd-home");
+      await mkdir(home, { recursive: true });
+      const env: NodeJS.ProcessEnv = {
+        PATH: `${bin}:${process.env["PATH"] ?? "/usr/bin:/bin"}`,
+        HOME: home,
+        TMPDIR: home,
+        KUBECONFIG: kube.kubeconfig,
+        ARGOCD_GPG_ENABLED: "false",
+      };
+      const [redisPort, repoPort, repoMetrics, controllerMetrics, serverPort, serverMetrics] = [
+        await freePort(),
+        await freePort(),
+        await freePort(),
+        await freePort(),
+        await freePort(),
+        await freePort(),
+      ];
+      const redis = `127.0.0.1:${redisPort}`;
+      const repoServer = `127.0.0.1:${repoPort}`;
+      const healthy = (port: number) => async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+      processes.push(
+        await LabProcess.start({
+          name: "redis",
+          command: "/usr/bin/redis-server",
+          args: ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+          dir,
+          ready: async () => {
+            const { stdout } = await run("redis-cli", ["-p", String(redisPort), "ping"]);
+            return stdout.trim() === "PONG";
+          },
+        }),
+      );
+      processes.push(
+        await LabProcess.start({
+          name: "argocd-repo-server",
+          command: join(bin, "argocd-repo-server"),
+          args: [
+            "--port",
+            String(repoPort),
+            "--metrics-port",
+            String(repoMetrics),
+            "--redis",
+            redis,
+            "--disable-tls",
+          ],
+          dir,
+          env,
+          ready: healthy(repoMetrics),
+        }),
+      );
+      processes.push(
+        await LabProcess.start({
+          name: "argocd-application-controller",
+          command: join(bin, "argocd-application-controller"),
+          args: [
+            "--namespace",
+            NAMESPACE,
+            "--repo-server",
+            repoServer,
+            "--repo-server-plaintext",
+            "--redis",
+            redis,
+            "--metrics-port",
+            String(controllerMetrics),
+            "--status-processors",
+            "4",
+            "--operation-processors",
+            "4",
+          ],
+          dir,
+          env,
+          ready: healthy(controllerMetrics),
+        }),
+      );
+      processes.push(
+        await LabProcess.start({
+          name: "argocd-server",
+          command: join(bin, "argocd-server"),
+          args: [
+            "--insecure",
+            "--namespace",
+            NAMESPACE,
+            "--port",
+            String(serverPort),
+            "--metrics-port",
+            String(serverMetrics),
+            "--repo-server",
+            repoServer,
+            "--repo-server-plaintext",
+            "--redis",
+            redis,
+            "--staticassets",
+            join(dir, "no-ui"),
+          ],
+          dir,
+          env,
+          ready: healthy(serverPort),
+        }),
+      );
+      const serverUrl = `http://127.0.0.1:${serverPort}`;
+      const session = await fetch(`${serverUrl}/api/v1/session`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
+      });
+      if (!session.ok)
+        throw new Error(`argocd-server refused the admin login: ${session.status} ${await session.text()}`);
+      const { token } = (await session.json()) as { token: string };
+      for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl));
+      const proxy = await RecordingProxy.start(serverUrl);
+      return new ArgoCdLab(proxy, token, serverUrl, processes);
+    } catch (error) {
+      for (const started of processes.reverse()) await started.stop();
+      throw error;
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.proxy.stop();
+    for (const started of [...this.processes].reverse()) await started.stop();
+  }
+}

@@ -1,0 +1,360 @@
+import { access, mkdir } from "node:fs/promises";
+import { request as httpsRequest } from "node:https";
+import { join } from "node:path";
+import { freePort } from "../support/nats-server.js";
+import type { KubeLab, KubeObject } from "./kube-lab.js";
+import { LabProcess } from "./lab-process.js";
+import { labDir } from "./lab-paths.js";
+
+/** The namespace the controllers run for (RUNTIME_NAMESPACE) and where the lab puts its Flux objects. */
+export const FLUX_NAMESPACE = "flux-system";
+
+/** Binaries `npm run lab:build` must have produced for the Flux lab. */
+export const FLUX_LAB_BINARIES = ["kube-apiserver", "source-controller", "kustomize-controller"] as const;
+
+/** The Flux kinds the lab writes, with their API group version and resource path. */
+const FLUX_KINDS = {
+  GitRepository: { apiVersion: "source.toolkit.fluxcd.io/v1", plural: "gitrepositories" },
+  Kustomization: { apiVersion: "kustomize.toolkit.fluxcd.io/v1", plural: "kustomizations" },
+} as const;
+export type FluxKind = keyof typeof FLUX_KINDS;
+
+/** metav1.Condition, as Flux writes them. */
+export interface FluxCondition {
+  type: string;
+  status: "True" | "False" | "Unknown";
+  reason: string;
+  message: string;
+  observedGeneration?: number;
+  lastTransitionTime: string;
+}
+
+export interface FluxArtifact {
+  digest: string;
+  lastUpdateTime: string;
+  path: string;
+  revision: string;
+  size: number;
+  url: string;
+  [key: string]: unknown;
+}
+
+interface FluxObjectMeta {
+  name: string;
+  namespace?: string;
+  generation?: number;
+  resourceVersion?: string;
+  annotations?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+export interface GitRepositoryObject extends KubeObject {
+  metadata: FluxObjectMeta;
+  spec: Record<string, unknown>;
+  status?: {
+    artifact?: FluxArtifact;
+    conditions?: FluxCondition[];
+    observedGeneration?: number;
+    lastHandledReconcileAt?: string;
+    [key: string]: unknown;
+  };
+}
+
+export interface KustomizationObject extends KubeObject {
+  metadata: FluxObjectMeta;
+  spec: Record<string, unknown>;
+  status?: {
+    conditions?: FluxCondition[];
+    observedGeneration?: number;
+    lastAppliedRevision?: string;
+    lastAttemptedRevision?: string;
+    lastHandledReconcileAt?: string;
+    inventory?: { entries: Array<{ id: string; v: string }> };
+    history?: Array<Record<string, unknown>>;
+    [key: string]: unknown;
+  };
+}
+
+interface FluxObjects {
+  GitRepository: GitRepositoryObject;
+  Kustomization: KustomizationObject;
+}
+
+export interface GitRepositoryOptions {
+  name: string;
+  url: string;
+  branch?: string;
+  /** HTTP Basic credentials, stored in a Secret `<name>-auth` that `spec.secretRef` names. */
+  username: string;
+  password: string;
+  /** Default 1h: in the lab only reconcile requests drive it. */
+  interval?: string;
+}
+
+export interface KustomizationOptions {
+  name: string;
+  /** The GitRepository to build from. */
+  source: string;
+  path: string;
+  /** Default 1h: in the lab only reconcile requests and new source revisions drive it. */
+  interval?: string;
+  prune?: boolean;
+  wait?: boolean;
+  healthChecks?: Array<{ apiVersion: string; kind: string; name: string; namespace?: string }>;
+  timeout?: string;
+}
+
+/** One change of a watched object: the API server sends each written version in order. */
+export interface WatchedChange<T> {
+  type: "ADDED" | "MODIFIED" | "DELETED";
+  object: T;
+  /** Date.now() when it arrived. */
+  at: number;
+}
+
+export interface ObjectWatch<T> {
+  /** The object as read just before the watch began. */
+  readonly initial: T;
+  /** Every version written after `initial`, in order. */
+  readonly changes: WatchedChange<T>[];
+  stop(): void;
+}
+
+/** The condition of that type, if the object has it. */
+export function fluxCondition(
+  object: { status?: { conditions?: FluxCondition[] } },
+  type: string,
+): FluxCondition | undefined {
+  return object.status?.conditions?.find((c) => c.type === type);
+}
+
+/** The names of the lab binaries the Flux lab needs and does not find (empty: the lab can run). */
+export async function missingFluxBinaries(): Promise<string[]> {
+  const missing: string[] = [];
+  for (const binary of FLUX_LAB_BINARIES) {
+    await access(join(labDir(), "bin", binary)).catch(() => missing.push(binary));
+  }
+  return missing;
+}
+
+/**
+ * Flux's source-controller and kustomize-controller, built by `npm run lab:build`, as plain processes against the
+ * lab's kube-apiserver: RUNTIME_NAMESPACE=flux-system, no leader election, no events address, health, metrics and
+ * the artifact server of source-controller on free loopback ports.
+ */
+export class FluxLab {
+  private constructor(
+    private readonly kube: KubeLab,
+    /** Where kustomize-controller downloads artifacts from: `http://127.0.0.1:<port>`. */
+    readonly storageUrl: string,
+    private readonly processes: LabProcess[],
+  ) {}
+
+  static async start(kube: KubeLab, dir: string): Promise<FluxLab> {
+    await kube.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: FLUX_NAMESPACE } });
+    await kube.installCrds(join(labDir(), "crds", "source-controller"));
+    await kube.installCrds(join(labDir(), "crds", "kustomize-controller"));
+
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      KUBECONFIG: kube.kubeconfig,
+      RUNTIME_NAMESPACE: FLUX_NAMESPACE,
+    };
+    const processes: LabProcess[] = [];
+    try {
+      const storagePath = join(dir, "flux-storage");
+      await mkdir(storagePath, { recursive: true });
+      const [sourceHealth, sourceMetrics, storagePort] = [
+        await freePort(),
+        await freePort(),
+        await freePort(),
+      ];
+      const storageUrl = `http://127.0.0.1:${storagePort}`;
+      processes.push(
+        await LabProcess.start({
+          name: "source-controller",
+          command: join(labDir(), "bin", "source-controller"),
+          args: [
+            ...commonArgs(sourceHealth, sourceMetrics),
+            `--storage-path=${storagePath}`,
+            `--storage-addr=127.0.0.1:${storagePort}`,
+            `--storage-adv-addr=127.0.0.1:${storagePort}`,
+          ],
+          dir,
+          env,
+          // Ready once the manager answers /readyz and the artifact server listens (any answer will do).
+          ready: async () =>
+            (await fetch(`http://127.0.0.1:${sourceHealth}/readyz`)).ok &&
+            (await fetch(storageUrl).then(
+              () => true,
+              () => false,
+            )),
+        }),
+      );
+      const [kustomizeHealth, kustomizeMetrics] = [await freePort(), await freePort()];
+      processes.push(
+        await LabProcess.start({
+          name: "kustomize-controller",
+          command: join(labDir(), "bin", "kustomize-controller"),
+          args: commonArgs(kustomizeHealth, kustomizeMetrics),
+          dir,
+          env,
+          ready: async () => (await fetch(`http://127.0.0.1:${kustomizeHealth}/readyz`)).ok,
+        }),
+      );
+      return new FluxLab(kube, storageUrl, processes);
+    } catch (error) {
+      for (const started of processes.reverse()) await started.stop();
+      throw error;
+    }
+  }
+
+  /** The Secret with the credentials, then the GitRepository (`spec.ref.branch`, `spec.secretRef`). */
+  async createGitRepository(options: GitRepositoryOptions): Promise<GitRepositoryObject> {
+    const secretName = `${options.name}-auth`;
+    await this.kube.apply({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: secretName, namespace: FLUX_NAMESPACE },
+      stringData: { username: options.username, password: options.password },
+    });
+    return (await this.kube.apply({
+      apiVersion: FLUX_KINDS.GitRepository.apiVersion,
+      kind: "GitRepository",
+      metadata: { name: options.name, namespace: FLUX_NAMESPACE },
+      spec: {
+        url: options.url,
+        ref: { branch: options.branch ?? "main" },
+        interval: options.interval ?? "1h",
+        secretRef: { name: secretName },
+      },
+    })) as GitRepositoryObject;
+  }
+
+  async createKustomization(options: KustomizationOptions): Promise<KustomizationObject> {
+    return (await this.kube.apply({
+      apiVersion: FLUX_KINDS.Kustomization.apiVersion,
+      kind: "Kustomization",
+      metadata: { name: options.name, namespace: FLUX_NAMESPACE },
+      spec: {
+        sourceRef: { kind: "GitRepository", name: options.source },
+        path: options.path,
+        interval: options.interval ?? "1h",
+        prune: options.prune ?? true,
+        ...(options.wait === undefined ? {} : { wait: options.wait }),
+        ...(options.healthChecks === undefined ? {} : { healthChecks: options.healthChecks }),
+        ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+      },
+    })) as KustomizationObject;
+  }
+
+  gitRepository(name: string): Promise<GitRepositoryObject> {
+    return this.get("GitRepository", name);
+  }
+
+  kustomization(name: string): Promise<KustomizationObject> {
+    return this.get("Kustomization", name);
+  }
+
+  async get<K extends FluxKind>(kind: K, name: string): Promise<FluxObjects[K]> {
+    const answer = await this.kube.request<FluxObjects[K]>("GET", objectPath(kind, name));
+    if (answer.status !== 200) {
+      throw new Error(`reading ${kind}/${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    }
+    return answer.body;
+  }
+
+  /**
+   * What `flux reconcile` does: a merge-patch of `reconcile.fluxcd.io/requestedAt` with the current time in RFC 3339
+   * with nanoseconds. Resolves with the value written, which the controller echoes in `status.lastHandledReconcileAt`.
+   */
+  async requestReconcile(kind: FluxKind, name: string, requestedAt = nowRfc3339Nano()): Promise<string> {
+    const answer = await this.kube.request(
+      "PATCH",
+      objectPath(kind, name),
+      { metadata: { annotations: { "reconcile.fluxcd.io/requestedAt": requestedAt } } },
+      "application/merge-patch+json",
+    );
+    if (answer.status !== 200) {
+      throw new Error(
+        `requesting a reconcile of ${kind}/${name}: ${answer.status} ${JSON.stringify(answer.body)}`,
+      );
+    }
+    return requestedAt;
+  }
+
+  /**
+   * Watches one object (`?watch=1&fieldSelector=metadata.name=<n>&resourceVersion=<rv>`, as F3 describes) from its
+   * current version on and records every version the API server sends. Unlike polling, no write is missed.
+   */
+  async watch<K extends FluxKind>(kind: K, name: string): Promise<ObjectWatch<FluxObjects[K]>> {
+    const current = await this.get(kind, name);
+    const changes: WatchedChange<FluxObjects[K]>[] = [];
+    const query = new URLSearchParams({
+      watch: "1",
+      fieldSelector: `metadata.name=${name}`,
+      resourceVersion: current.metadata.resourceVersion ?? "0",
+    });
+    const { plural, apiVersion } = FLUX_KINDS[kind];
+    const path = `/apis/${apiVersion}/namespaces/${FLUX_NAMESPACE}/${plural}?${query.toString()}`;
+    const req = httpsRequest(new URL(path, this.kube.url), {
+      ca: this.kube.ca,
+      headers: { authorization: `Bearer ${this.kube.token}`, accept: "application/json" },
+    });
+    await new Promise<void>((resolve, reject) => {
+      req.once("error", reject);
+      req.once("response", (res) => {
+        if (res.statusCode !== 200) {
+          reject(new Error(`watching ${kind}/${name}: ${res.statusCode}`));
+          return;
+        }
+        let buffered = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          buffered += chunk;
+          let newline: number;
+          while ((newline = buffered.indexOf("\n")) >= 0) {
+            const line = buffered.slice(0, newline).trim();
+            buffered = buffered.slice(newline + 1);
+            if (!line) continue;
+            const event = JSON.parse(line) as { type: string; object: FluxObjects[K] };
+            if (event.type === "ADDED" || event.type === "MODIFIED" || event.type === "DELETED") {
+              changes.push({ type: event.type, object: event.object, at: Date.now() });
+            }
+          }
+        });
+        res.on("error", () => undefined); // ends with stop()
+        resolve();
+      });
+      req.end();
+    });
+    req.removeAllListeners("error");
+    req.on("error", () => undefined);
+    return { initial: current, changes, stop: () => req.destroy() };
+  }
+
+  async stop(): Promise<void> {
+    for (const started of [...this.processes].reverse()) await started.stop();
+  }
+}
+
+function commonArgs(healthPort: number, metricsPort: number): string[] {
+  return [
+    `--health-addr=127.0.0.1:${healthPort}`,
+    `--metrics-addr=127.0.0.1:${metricsPort}`,
+    "--enable-leader-election=false",
+    "--log-encoding=json",
+  ];
+}
+
+function objectPath(kind: FluxKind, name: string): string {
+  const { apiVersion, plural } = FLUX_KINDS[kind];
+  return `/apis/${apiVersion}/namespaces/${FLUX_NAMESPACE}/${plural}/${name}`;
+}
+
+/** RFC 3339 with nanoseconds in UTC, as Go's time.RFC3339Nano prints it (JavaScript clocks stop at ms). */
+function nowRfc3339Nano(): string {
+  const now = new Date().toISOString(); // 2024-07-12T08:56:29.512Z
+  const subMillisecond = String(process.hrtime.bigint() % 1_000_000n).padStart(6, "0");
+  return now.replace("Z", `${subMillisecond}Z`);
+}
