@@ -63,9 +63,11 @@ export const GO_COMPONENTS: GoComponent[] = [
     required: false,
   },
   {
+    // Flux 2.9's helm-controller (v1.6.x) needs github.com/fluxcd/helm/v4@v4.2.4-flux.1, whose zip the proxy
+    // refuses (403); v1.5.x and v1.4.4-5 are refused too. v1.4.3 (Flux 2.7, helm.sh/helm/v3 v3.19.0) is served.
     name: "helm-controller",
     module: "github.com/fluxcd/helm-controller",
-    version: "v1.6.3",
+    version: "v1.4.3",
     pkg: "github.com/fluxcd/helm-controller",
     crds: "config/crd/bases",
     required: false,
