@@ -14,7 +14,7 @@ import { createLogger } from "../shared/logger.js";
 import { SecretRegistry } from "../shared/secrets.js";
 
 const GIT_TOKEN = "demo-git-token-5f1c";
-const ARGO_TOKEN = "demo-argocd-token-9b2e";
+const ARGO_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtby1hcmdvY2QtOWIyZQ";
 
 /** The service's configuration for the demo: one repository, one Argo CD, one target for project sockshop. */
 function demoConfig(repoUrl: string, argoUrl: string, cacheDir: string): string {

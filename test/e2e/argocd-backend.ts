@@ -1,4 +1,4 @@
-import { ArgoCdSimulator } from "../simulators/argocd/argocd-simulator.js";
+import { ArgoCdSimulator, type RetryStrategyJson } from "../simulators/argocd/argocd-simulator.js";
 
 /** One Argo CD API call as the service made it. */
 export interface RecordedCall {
@@ -41,7 +41,15 @@ export interface LabApplication {
   /** Helm value files of a chart source; absent for a directory of plain manifests. */
   valueFiles?: string[];
   namespace: string;
+  /** spec.syncPolicy.retry; without it Argo CD v3 retries a failed automated sync 5 times (5s, 10s, ... 80s). */
+  retry?: RetryStrategyJson;
 }
+
+/** One quick retry: the failed-sync scenario gets Argo CD's final verdict in about a second. */
+const QUICK_RETRY: RetryStrategyJson = {
+  limit: 1,
+  backoff: { duration: "1s", factor: 1, maxDuration: "1s" },
+};
 
 /** The applications both backends run: dev syncs on its own; production needs a sync call. */
 export const APPLICATIONS: LabApplication[] = [
@@ -58,6 +66,7 @@ export const APPLICATIONS: LabApplication[] = [
     automated: true,
     valueFiles: ["values-dev.yaml"],
     namespace: "sockshop-dev",
+    retry: QUICK_RETRY,
   },
   {
     name: "carts-production",
@@ -74,7 +83,9 @@ export const APPLICATIONS: LabApplication[] = [
   },
 ];
 
-export const SIMULATOR_TOKEN = "argocd-token-1234567890abcdef";
+/** JWT-shaped, as argocd-server only reads bearer tokens with three dot-separated parts. */
+export const SIMULATOR_TOKEN =
+  "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJrZXB0bi1naXRvcHMifQ.c2ltdWxhdG9yLTEyMzQ1Njc4OTA";
 
 export interface SimulatorTimings {
   pollIntervalMs?: number;
@@ -95,6 +106,7 @@ export function simulatorBackend(
         gitDir: setup.bareDir,
         path: app.path,
         automated: app.automated,
+        ...(app.retry ? { retry: app.retry } : {}),
       })),
       pollIntervalMs: timings.pollIntervalMs ?? 100,
       syncDurationMs: timings.syncDurationMs ?? 50,

@@ -76,7 +76,7 @@ const SYNCFAIL_POLICY: KubeObject[] = [
   },
 ];
 
-function application(app: LabApplication, repoURL: string): KubeObject {
+function application(app: LabApplication, repoURL: string, server: string): KubeObject {
   return {
     apiVersion: "argoproj.io/v1alpha1",
     kind: "Application",
@@ -89,9 +89,10 @@ function application(app: LabApplication, repoURL: string): KubeObject {
         targetRevision: "main",
         ...(app.valueFiles ? { helm: { valueFiles: app.valueFiles } } : {}),
       },
-      destination: { server: "https://kubernetes.default.svc", namespace: app.namespace },
+      destination: { server, namespace: app.namespace },
       syncPolicy: {
         ...(app.automated ? { automated: { prune: true } } : {}),
+        ...(app.retry ? { retry: app.retry } : {}),
         syncOptions: ["CreateNamespace=true"],
       },
     },
@@ -148,6 +149,8 @@ export class ArgoCdLab implements ArgoCdBackend {
         data: {
           "admin.enabled": "true",
           "resource.customizations.health.apps_Deployment": DEPLOYMENT_HEALTH,
+          // Health scripts run without Lua's string library unless this is set.
+          "resource.customizations.useOpenLibs.apps_Deployment": "true",
         },
       });
       await kube.apply({
@@ -179,6 +182,25 @@ export class ArgoCdLab implements ArgoCdBackend {
           url: setup.repoUrl,
           username: setup.gitUsername,
           password: setup.gitToken,
+        },
+      });
+      // The lab's API server is not "in-cluster" for processes outside a pod (no KUBERNETES_SERVICE_HOST, no
+      // mounted service account): it is registered the way users add an external cluster, as a cluster secret.
+      await kube.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: {
+          name: "cluster-lab",
+          namespace: NAMESPACE,
+          labels: { "argocd.argoproj.io/secret-type": "cluster" },
+        },
+        stringData: {
+          name: "lab",
+          server: kube.url,
+          config: JSON.stringify({
+            bearerToken: kube.token,
+            tlsClientConfig: { caData: Buffer.from(kube.ca).toString("base64") },
+          }),
         },
       });
       await kube.apply({
@@ -300,7 +322,7 @@ export class ArgoCdLab implements ArgoCdBackend {
       if (!session.ok)
         throw new Error(`argocd-server refused the admin login: ${session.status} ${await session.text()}`);
       const { token } = (await session.json()) as { token: string };
-      for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl));
+      for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl, kube.url));
       const proxy = await RecordingProxy.start(serverUrl);
       return new ArgoCdLab(proxy, token, serverUrl, processes);
     } catch (error) {

@@ -1,11 +1,11 @@
-import { access, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deploymentScenarios } from "../e2e/deployment-scenarios.js";
 import { DeploymentWorld } from "../e2e/world.js";
 import { ArgoCdLab } from "./argocd-lab.js";
 import { KubeLab } from "./kube-lab.js";
-import { labDir } from "./lab-paths.js";
+import { requireLabBinaries } from "./lab-paths.js";
 
 // The same scenarios as test/e2e/deployment-flow.spec.ts, against the real Argo CD of the lab: a real
 // kube-apiserver (no nodes), argocd-repo-server rendering the fixture's Helm charts with a real helm, the
@@ -20,11 +20,7 @@ deploymentScenarios({
   slowTimeout: SLOW_TIMEOUT,
   testTimeoutMs: 120_000,
   startWorld: async () => {
-    for (const binary of ["kube-apiserver", "argocd", "helm"]) {
-      await access(join(labDir(), "bin", binary)).catch(() => {
-        throw new Error(`the lab has no ${binary}: run npm run lab:build first`);
-      });
-    }
+    await requireLabBinaries(["kube-apiserver", "argocd", "helm"]);
     dir = await mkdtemp(join(tmpdir(), "lab-argocd-"));
     kube = await KubeLab.start(dir);
     return DeploymentWorld.start({

@@ -1,3 +1,4 @@
+import { access } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -13,4 +14,13 @@ export interface ComponentRecord {
   buildSeconds?: number;
   sizeBytes?: number;
   error?: string;
+}
+
+/** Fails with the command to run when `npm run lab:build` has not produced these binaries. */
+export async function requireLabBinaries(binaries: string[]): Promise<void> {
+  for (const binary of binaries) {
+    await access(join(labDir(), "bin", binary)).catch(() => {
+      throw new Error(`the lab has no ${binary} in ${join(labDir(), "bin")}: run npm run lab:build first`);
+    });
+  }
 }

@@ -56,7 +56,6 @@ export class RecordingProxy {
             code: 14,
             error: "injected by the test",
             message: "injected by the test",
-            details: [],
           }),
         );
         return;

@@ -31,6 +31,7 @@ export const applicationSchema = z.looseObject({
         .looseObject({
           phase: z.string().optional(),
           message: z.string().optional(),
+          retryCount: z.number().optional(),
           startedAt: z.string().optional(),
           finishedAt: z.string().optional(),
           operation: z.looseObject({ sync: z.looseObject(revisionFields).optional() }).optional(),

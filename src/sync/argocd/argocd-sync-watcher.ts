@@ -49,6 +49,10 @@ function describe(app: Application): string {
       ? `last operation ${operation.phase ?? "?"} at ${short(revisionsOf(operation.syncResult)[0] ?? revisionsOf(operation.operation?.sync)[0])}`
       : "no sync operation yet",
   ];
+  // A failed attempt that Argo CD will retry stays Running; its message says why it failed and when it retries.
+  if (operation?.phase === "Running" && operation.retryCount && operation.message) {
+    parts.push(`retry ${operation.retryCount}: ${operation.message}`);
+  }
   return parts.join(", ");
 }
 

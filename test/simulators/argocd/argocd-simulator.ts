@@ -29,6 +29,11 @@ export interface SimulatedApp {
   path: string;
   /** spec.syncPolicy.automated present, default true */
   automated?: boolean;
+  /**
+   * spec.syncPolicy.retry. Without it an automated sync still retries: Argo CD v3 gives automated operations
+   * `{limit: 5}` (backoff 5s, factor 2, at most 3m), as the real controller does.
+   */
+  retry?: RetryStrategyJson;
 }
 
 export interface ArgoCdSimulatorOptions {
@@ -89,7 +94,7 @@ interface InitiatorJson {
   username?: string;
   automated?: boolean;
 }
-interface RetryStrategyJson {
+export interface RetryStrategyJson {
   limit?: number;
   backoff?: { duration?: string; factor?: number; maxDuration?: string };
   refresh?: boolean;
@@ -132,6 +137,8 @@ interface OperationStateJson {
   syncResult?: SyncResultJson;
   startedAt: string;
   finishedAt?: string;
+  /** failed attempts retried so far (omitted while 0) */
+  retryCount?: number;
 }
 interface HealthJson {
   status?: HealthStatusCode;
@@ -169,6 +176,7 @@ interface AppConfig {
   targetRevision: string;
   path: string;
   automated: boolean;
+  retry?: RetryStrategyJson;
 }
 
 interface LiveState {
@@ -226,6 +234,7 @@ interface ManifestReport {
 
 const DESTINATION_SERVER = "https://kubernetes.default.svc";
 const HISTORY_LIMIT = 10; // spec.revisionHistoryLimit default
+const AUTOMATED_RETRY_LIMIT = 5; // appcontroller.go autoSync: RetryStrategy{Limit: 5}
 const SHA_PATTERN = /^[0-9a-f]{40}$/i;
 const ABBREVIATED_SHA_PATTERN = /^[0-9a-f]{7,39}$/i;
 /** conservative ref-name check so user input can never be read as a git option or a range */
@@ -336,7 +345,11 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
 
   constructor(options: ArgoCdSimulatorOptions) {
     super();
-    if (options.token.length === 0) throw new Error("ArgoCdSimulator: options.token must not be empty");
+    if (!looksLikeJwt(options.token)) {
+      throw new Error(
+        "ArgoCdSimulator: options.token must look like a JWT (three dot-separated parts): argocd-server ignores other bearer tokens",
+      );
+    }
     this.token = options.token;
     this.pollIntervalMs = positive(options.pollIntervalMs, 250, "pollIntervalMs");
     this.syncDurationMs = positive(options.syncDurationMs, 200, "syncDurationMs", true);
@@ -400,6 +413,7 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       targetRevision: app.targetRevision ?? "main",
       path: app.path,
       automated: app.automated ?? true,
+      ...(app.retry ? { retry: structuredClone(app.retry) } : {}),
     };
     const record: AppRecord = {
       config,
@@ -490,7 +504,8 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       this.requestOperation(record, {
         sync: { revision: autoSync.revision, prune: true },
         initiatedBy: { automated: true },
-        retry: {},
+        // appcontroller.go autoSync: Retry{Limit: 5} unless the app has a retry policy of its own
+        retry: structuredClone(record.config.retry ?? { limit: AUTOMATED_RETRY_LIMIT }),
       });
     }
     this.publish(record);
@@ -523,17 +538,57 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
   private startOperation(record: AppRecord, seq: number): void {
     const operation = record.operation;
     if (seq !== record.operationSeq || operation === undefined) return;
+    // The real controller writes the new operation state before the sync has run: no syncResult yet.
     record.operationState = {
       operation: structuredClone(operation),
       phase: "Running",
       message: "one or more tasks are running",
-      syncResult: { revision: operation.sync.revision, source: this.source(record) },
       startedAt: rfc3339(),
     };
     this.publish(record);
+    this.runAttempt(record, seq);
+  }
+
+  private runAttempt(record: AppRecord, seq: number): void {
     this.later(this.syncDurationMs, () => {
       void this.background(record, () => this.finishOperation(record, seq));
     });
+  }
+
+  /**
+   * A failed attempt with retries left (appcontroller.go processRequestedAppOperation): the phase stays Running,
+   * finishedAt is set and the message names the next attempt; when its time comes the controller clears
+   * finishedAt and says "Retrying operation. Attempt #N" before it syncs again.
+   */
+  private scheduleRetry(record: AppRecord, seq: number, failed: OperationStateJson): boolean {
+    const retry = failed.operation.retry;
+    const count = failed.retryCount ?? 0;
+    const limit = retry.limit ?? 0;
+    if (!(count < limit || limit < 0)) {
+      if (count > 0) failed.message = `${failed.message ?? ""} (retried ${count} times).`;
+      return false;
+    }
+    const delayMs = retryDelayMs(retry, count);
+    const retryAt = new Date(Date.now() + delayMs);
+    record.operationState = {
+      ...failed,
+      phase: "Running",
+      retryCount: count + 1,
+      message: `${failed.message ?? ""}. Retrying attempt #${count + 1} at ${kitchen(retryAt)}.`,
+    };
+    this.publish(record);
+    this.later(delayMs, () => {
+      const state = record.operationState;
+      if (seq !== record.operationSeq || state?.phase !== "Running") return;
+      // setOperationState sends a merge patch: finishedAt is nulled explicitly, but the cleared sync result is
+      // just left out, so the failed attempt's result stays visible while the retry runs.
+      const retrying: OperationStateJson = { ...state, message: `Retrying operation. Attempt #${count + 1}` };
+      delete retrying.finishedAt;
+      record.operationState = retrying;
+      this.publish(record);
+      this.runAttempt(record, seq);
+    });
+    return true;
   }
 
   private async finishOperation(record: AppRecord, seq: number): Promise<void> {
@@ -572,7 +627,7 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       const reason =
         `Deployment.apps "${name}" is invalid: spec.template.spec.containers[0].image: ` +
         `Invalid value: "${report?.images[0] ?? ""}": rejected by the simulated API server (manifest contains "syncfail")`;
-      record.operationState = {
+      const failed: OperationStateJson = {
         ...state,
         phase: "Failed",
         message: failure ?? `one or more objects failed to apply, reason: ${reason}`,
@@ -583,6 +638,8 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         },
         finishedAt,
       };
+      if (this.scheduleRetry(record, seq, failed)) return;
+      record.operationState = failed;
       record.operation = undefined;
       this.publish(record);
       this.settle(record, revision, "Failed");
@@ -634,9 +691,8 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       record.history.splice(0, record.history.length - HISTORY_LIMIT);
     record.live = { revision, tree: report.tree, images: report.images };
     record.sourceType = report.sourceType;
-    if (record.headTree !== undefined) {
-      record.syncStatus = record.headTree === report.tree ? "Synced" : "OutOfSync";
-    }
+    // sync.status is left as it was: the real controller writes the finished operation first and compares
+    // again afterwards (the reconcile that finishOperation requests), so one version says Succeeded + OutOfSync.
     setHealth(
       record,
       "Progressing",
@@ -740,7 +796,13 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         source: this.source(record),
         destination: this.destination(record),
         project: config.project,
-        syncPolicy: config.automated ? { automated: { prune: true, selfHeal: true } } : undefined,
+        syncPolicy:
+          config.automated || config.retry
+            ? {
+                ...(config.automated ? { automated: { prune: true, selfHeal: true } } : {}),
+                ...(config.retry ? { retry: config.retry } : {}),
+              }
+            : undefined,
       },
       status: {
         resources:
@@ -1095,6 +1157,32 @@ function targetStateError(reason: string): string {
   return `Failed to load target state: failed to generate manifest for source 1 of 1: rpc error: code = Unknown desc = ${reason}`;
 }
 
+/** RetryStrategy.NextRetryAt: duration * factor^count, at most maxDuration (defaults 5s, 2, 3m). */
+function retryDelayMs(retry: RetryStrategyJson, count: number): number {
+  const base = goDurationMs(retry.backoff?.duration) ?? 5_000;
+  const factor = retry.backoff?.factor ?? 2;
+  const max = goDurationMs(retry.backoff?.maxDuration) ?? 180_000;
+  return Math.min(base * factor ** count, max);
+}
+
+/** The Go durations a retry backoff uses ("500ms", "5s", "3m", "1h", "1m30s"); undefined when absent. */
+function goDurationMs(text: string | undefined): number | undefined {
+  if (!text) return undefined;
+  const units: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  for (const [, amount, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(amount) * (units[unit!] ?? 0);
+  }
+  return total;
+}
+
+/** Go's time.Kitchen ("3:04PM"), in UTC as the controller's clock runs here. */
+function kitchen(date: Date): string {
+  const hours = date.getUTCHours();
+  const minutes = String(date.getUTCMinutes()).padStart(2, "0");
+  return `${hours % 12 === 0 ? 12 : hours % 12}:${minutes}${hours < 12 ? "AM" : "PM"}`;
+}
+
 function isCompleted(phase: OperationPhase): boolean {
   return phase === "Succeeded" || phase === "Failed" || phase === "Error";
 }
@@ -1132,15 +1220,25 @@ function requestQuery(req: Request): URLSearchParams {
 }
 
 /** server/server.go getToken: Bearer header, then the argocd.token cookie. */
+/**
+ * server.go getToken: the `Authorization: Bearer` header, then the `argocd.token` cookie; either counts only when
+ * it looks like a JWT (three dot-separated parts, jwtutil.IsValid). Anything else is "no session information".
+ */
 function bearerToken(req: Request): string | undefined {
   const header = req.get("authorization");
-  const match = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header.trim());
-  if (match?.[1]) return match[1];
+  if (header?.startsWith("Bearer ")) {
+    const token = header.slice("Bearer ".length);
+    if (looksLikeJwt(token)) return token;
+  }
   for (const part of (req.get("cookie") ?? "").split(";")) {
     const [key, ...rest] = part.trim().split("=");
-    if (key === "argocd.token" && rest.length > 0) return rest.join("=");
+    if (key === "argocd.token" && looksLikeJwt(rest.join("="))) return rest.join("=");
   }
   return undefined;
+}
+
+function looksLikeJwt(token: string): boolean {
+  return token.split(".").length >= 3;
 }
 
 function sendJson(res: Response, json: string): void {
@@ -1152,9 +1250,7 @@ function sendError(res: Response, error: ApiError): void {
     if (!res.writableEnded) res.end();
     return;
   }
-  res
-    .status(error.httpStatus)
-    .json({ code: error.grpcCode, error: error.message, message: error.message, details: [] });
+  res.status(error.httpStatus).json({ code: error.grpcCode, error: error.message, message: error.message });
 }
 
 function isBodyParserError(error: unknown): error is Error & { status: number } {
