@@ -206,6 +206,7 @@ async function previousRecord(name: string): Promise<ComponentRecord | undefined
 }
 
 async function main(): Promise<number> {
+  const started = performance.now();
   await mkdir(BIN, { recursive: true });
   console.log(`lab: building into ${LAB} with ${(await run("go", ["version"])).stdout.trim()}`);
   const records = await installDebian();
@@ -226,7 +227,8 @@ async function main(): Promise<number> {
     console.error(`lab: the lab cannot run without ${missing.map((m) => m.name).join(", ")}`);
     return 1;
   }
-  console.log(`lab: ready (${join(LAB, "components.json")})`);
+  const seconds = ((performance.now() - started) / 1000).toFixed(0);
+  console.log(`lab: ready in ${seconds}s (${join(LAB, "components.json")})`);
   return 0;
 }
 
