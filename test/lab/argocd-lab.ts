@@ -99,6 +99,11 @@ function application(app: LabApplication, repoURL: string, server: string): Kube
   };
 }
 
+export interface ArgoCdLabOptions {
+  /** Also run argocd-notifications with this argocd-notifications-cm (and -secret). */
+  notifications?: { configMap: Record<string, string>; secret?: Record<string, string> };
+}
+
 /**
  * The real Argo CD (v3, one `argocd` binary started as argocd-repo-server, argocd-application-controller and
  * argocd-server) against the lab's kube-apiserver, with Debian's redis. The service reaches argocd-server
@@ -128,7 +133,12 @@ export class ArgoCdLab implements ArgoCdBackend {
     return (setup) => ArgoCdLab.start(kube, dir, setup);
   }
 
-  static async start(kube: KubeLab, dir: string, setup: GitopsSetup): Promise<ArgoCdLab> {
+  static async start(
+    kube: KubeLab,
+    dir: string,
+    setup: GitopsSetup,
+    options: ArgoCdLabOptions = {},
+  ): Promise<ArgoCdLab> {
     const bin = join(labDir(), "bin");
     const processes: LabProcess[] = [];
     try {
@@ -322,6 +332,39 @@ export class ArgoCdLab implements ArgoCdBackend {
       if (!session.ok)
         throw new Error(`argocd-server refused the admin login: ${session.status} ${await session.text()}`);
       const { token } = (await session.json()) as { token: string };
+      if (options.notifications) {
+        await kube.apply({
+          apiVersion: "v1",
+          kind: "ConfigMap",
+          metadata: { name: "argocd-notifications-cm", namespace: NAMESPACE, labels },
+          data: options.notifications.configMap,
+        });
+        await kube.apply({
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: { name: "argocd-notifications-secret", namespace: NAMESPACE, labels },
+          stringData: options.notifications.secret ?? {},
+        });
+        const notificationsMetrics = await freePort();
+        processes.push(
+          await LabProcess.start({
+            name: "argocd-notifications",
+            command: join(bin, "argocd-notifications"),
+            args: [
+              "--namespace",
+              NAMESPACE,
+              "--argocd-repo-server",
+              repoServer,
+              "--argocd-repo-server-plaintext",
+              "--metrics-port",
+              String(notificationsMetrics),
+            ],
+            dir,
+            env,
+            ready: async () => (await fetch(`http://127.0.0.1:${notificationsMetrics}/metrics`)).ok,
+          }),
+        );
+      }
       for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl, kube.url));
       const proxy = await RecordingProxy.start(serverUrl);
       return new ArgoCdLab(proxy, token, serverUrl, processes);

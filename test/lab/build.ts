@@ -100,6 +100,14 @@ function throwawayGoMod(component: GoComponent, upstream: GoModJson): string {
   ].join("\n");
 }
 
+/** The other names of a binary, as symlinks next to it (made again for a cached binary: the list may grow). */
+async function linkAliases(component: GoComponent): Promise<void> {
+  for (const alias of component.aliases ?? []) {
+    await rm(join(BIN, alias), { force: true });
+    await symlink(component.name, join(BIN, alias));
+  }
+}
+
 async function buildGo(component: GoComponent): Promise<ComponentRecord> {
   const binary = join(BIN, component.name);
   const stamp = `${binary}.version`;
@@ -108,6 +116,7 @@ async function buildGo(component: GoComponent): Promise<ComponentRecord> {
     () => false,
   );
   if (cached) {
+    await linkAliases(component);
     const previous = await previousRecord(component.name);
     return {
       ...(previous ?? { name: component.name, version: component.version }),
@@ -129,10 +138,7 @@ async function buildGo(component: GoComponent): Promise<ComponentRecord> {
     console.log(`lab: building ${component.name} ${component.version} (${component.pkg})`);
     await goBuild(["build", "-trimpath", "-ldflags=-s -w", "-o", binary, component.pkg], work);
     if (component.crds) await copyCrds(component, join(info.Dir, component.crds));
-    for (const alias of component.aliases ?? []) {
-      await rm(join(BIN, alias), { force: true });
-      await symlink(component.name, join(BIN, alias));
-    }
+    await linkAliases(component);
     await writeFile(stamp, `${component.version}\n`);
     const seconds = Math.round((performance.now() - started) / 100) / 10;
     return {

@@ -89,7 +89,7 @@ export const GO_COMPONENTS: GoComponent[] = [
     version: "v3.2.11",
     pkg: "github.com/argoproj/argo-cd/v3/cmd",
     crds: "manifests/crds",
-    aliases: ["argocd-server", "argocd-application-controller", "argocd-repo-server"],
+    aliases: ["argocd-server", "argocd-application-controller", "argocd-repo-server", "argocd-notifications"],
     required: true,
   },
 ];

@@ -1,4 +1,4 @@
-import { access, mkdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { freePort } from "../support/nats-server.js";
@@ -11,6 +11,16 @@ export const FLUX_NAMESPACE = "flux-system";
 
 /** Binaries `npm run lab:build` must have produced for the Flux lab. */
 export const FLUX_LAB_BINARIES = ["kube-apiserver", "source-controller", "kustomize-controller"] as const;
+
+/** The binary the Flux lab needs in addition when it starts with `{ notifications: true }`. */
+export const FLUX_NOTIFICATION_BINARY = "notification-controller";
+
+/** notification-controller's kinds, written with a plain POST (KubeLab.apply does not know their resource paths). */
+const NOTIFICATION_KINDS = {
+  Provider: { apiVersion: "notification.toolkit.fluxcd.io/v1beta3", plural: "providers" },
+  Alert: { apiVersion: "notification.toolkit.fluxcd.io/v1beta3", plural: "alerts" },
+} as const;
+type NotificationKind = keyof typeof NOTIFICATION_KINDS;
 
 /** The Flux kinds the lab writes, with their API group version and resource path. */
 const FLUX_KINDS = {
@@ -104,6 +114,32 @@ export interface KustomizationOptions {
   timeout?: string;
 }
 
+export interface FluxLabOptions {
+  /**
+   * Also start notification-controller (first), and point source-controller and kustomize-controller at its event
+   * server with `--events-addr`. Default false: the controllers then send no events anywhere.
+   */
+  notifications?: boolean;
+}
+
+export interface ProviderOptions {
+  name: string;
+  type: "generic" | "generic-hmac";
+  /** Where notification-controller POSTs the events. */
+  address: string;
+  /** Stored as key `token` in a Secret `<name>-token` that `spec.secretRef` names; `generic-hmac` needs one. */
+  token?: string;
+}
+
+export interface AlertOptions {
+  name: string;
+  /** The Provider to send to. */
+  provider: string;
+  /** `info`: every event; `error`: errors only. */
+  eventSeverity: "info" | "error";
+  eventSources: Array<{ kind: string; name: string; namespace?: string }>;
+}
+
 /** One change of a watched object: the API server sends each written version in order. */
 export interface WatchedChange<T> {
   type: "ADDED" | "MODIFIED" | "DELETED";
@@ -128,19 +164,11 @@ export function fluxCondition(
   return object.status?.conditions?.find((c) => c.type === type);
 }
 
-/** The names of the lab binaries the Flux lab needs and does not find (empty: the lab can run). */
-export async function missingFluxBinaries(): Promise<string[]> {
-  const missing: string[] = [];
-  for (const binary of FLUX_LAB_BINARIES) {
-    await access(join(labDir(), "bin", binary)).catch(() => missing.push(binary));
-  }
-  return missing;
-}
-
 /**
  * Flux's source-controller and kustomize-controller, built by `npm run lab:build`, as plain processes against the
- * lab's kube-apiserver: RUNTIME_NAMESPACE=flux-system, no leader election, no events address, health, metrics and
- * the artifact server of source-controller on free loopback ports.
+ * lab's kube-apiserver: RUNTIME_NAMESPACE=flux-system, no leader election, health, metrics and the artifact server
+ * of source-controller on free loopback ports. No events address, unless `{ notifications: true }` also starts
+ * notification-controller (event server and webhook receiver on free loopback ports too).
  */
 export class FluxLab {
   private constructor(
@@ -148,12 +176,15 @@ export class FluxLab {
     /** Where kustomize-controller downloads artifacts from: `http://127.0.0.1:<port>`. */
     readonly storageUrl: string,
     private readonly processes: LabProcess[],
+    /** notification-controller's event server, `http://127.0.0.1:<port>/`; undefined without notifications. */
+    readonly eventsUrl?: string,
   ) {}
 
-  static async start(kube: KubeLab, dir: string): Promise<FluxLab> {
+  static async start(kube: KubeLab, dir: string, options: FluxLabOptions = {}): Promise<FluxLab> {
     await kube.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: FLUX_NAMESPACE } });
     await kube.installCrds(join(labDir(), "crds", "source-controller"));
     await kube.installCrds(join(labDir(), "crds", "kustomize-controller"));
+    if (options.notifications) await kube.installCrds(join(labDir(), "crds", "notification-controller"));
 
     const env: NodeJS.ProcessEnv = {
       ...process.env,
@@ -162,6 +193,38 @@ export class FluxLab {
     };
     const processes: LabProcess[] = [];
     try {
+      let eventsUrl: string | undefined;
+      if (options.notifications) {
+        const [health, metrics, eventsPort, receiverPort] = [
+          await freePort(),
+          await freePort(),
+          await freePort(),
+          await freePort(),
+        ];
+        eventsUrl = `http://127.0.0.1:${eventsPort}/`;
+        const events = eventsUrl;
+        processes.push(
+          await LabProcess.start({
+            name: "notification-controller",
+            command: join(labDir(), "bin", FLUX_NOTIFICATION_BINARY),
+            args: [
+              ...commonArgs(health, metrics),
+              `--events-addr=127.0.0.1:${eventsPort}`,
+              `--receiverAddr=127.0.0.1:${receiverPort}`,
+            ],
+            dir,
+            env,
+            // Ready once the manager answers /readyz and the event server listens (any answer will do).
+            ready: async () =>
+              (await fetch(`http://127.0.0.1:${health}/readyz`)).ok &&
+              (await fetch(events).then(
+                () => true,
+                () => false,
+              )),
+          }),
+        );
+      }
+      const eventsArgs = eventsUrl === undefined ? [] : [`--events-addr=${eventsUrl}`];
       const storagePath = join(dir, "flux-storage");
       await mkdir(storagePath, { recursive: true });
       const [sourceHealth, sourceMetrics, storagePort] = [
@@ -179,6 +242,7 @@ export class FluxLab {
             `--storage-path=${storagePath}`,
             `--storage-addr=127.0.0.1:${storagePort}`,
             `--storage-adv-addr=127.0.0.1:${storagePort}`,
+            ...eventsArgs,
           ],
           dir,
           env,
@@ -196,13 +260,13 @@ export class FluxLab {
         await LabProcess.start({
           name: "kustomize-controller",
           command: join(labDir(), "bin", "kustomize-controller"),
-          args: commonArgs(kustomizeHealth, kustomizeMetrics),
+          args: [...commonArgs(kustomizeHealth, kustomizeMetrics), ...eventsArgs],
           dir,
           env,
           ready: async () => (await fetch(`http://127.0.0.1:${kustomizeHealth}/readyz`)).ok,
         }),
       );
-      return new FluxLab(kube, storageUrl, processes);
+      return new FluxLab(kube, storageUrl, processes, eventsUrl);
     } catch (error) {
       for (const started of processes.reverse()) await started.stop();
       throw error;
@@ -246,6 +310,50 @@ export class FluxLab {
         ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
       },
     })) as KustomizationObject;
+  }
+
+  /** A notification-controller Provider (v1beta3), with the Secret `<name>-token` when a token is given. */
+  async createProvider(options: ProviderOptions): Promise<KubeObject> {
+    const secretName = `${options.name}-token`;
+    if (options.token !== undefined) {
+      await this.kube.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: secretName, namespace: FLUX_NAMESPACE },
+        stringData: { token: options.token },
+      });
+    }
+    return this.createNotificationObject("Provider", options.name, {
+      type: options.type,
+      address: options.address,
+      ...(options.token === undefined ? {} : { secretRef: { name: secretName } }),
+    });
+  }
+
+  /** A notification-controller Alert (v1beta3): which events go to which Provider. */
+  createAlert(options: AlertOptions): Promise<KubeObject> {
+    return this.createNotificationObject("Alert", options.name, {
+      providerRef: { name: options.provider },
+      eventSeverity: options.eventSeverity,
+      eventSources: options.eventSources,
+    });
+  }
+
+  private async createNotificationObject(
+    kind: NotificationKind,
+    name: string,
+    spec: Record<string, unknown>,
+  ): Promise<KubeObject> {
+    const { apiVersion, plural } = NOTIFICATION_KINDS[kind];
+    const answer = await this.kube.request<KubeObject>(
+      "POST",
+      `/apis/${apiVersion}/namespaces/${FLUX_NAMESPACE}/${plural}`,
+      { apiVersion, kind, metadata: { name, namespace: FLUX_NAMESPACE }, spec },
+    );
+    if (answer.status !== 201) {
+      throw new Error(`creating ${kind}/${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    }
+    return answer.body;
   }
 
   gitRepository(name: string): Promise<GitRepositoryObject> {

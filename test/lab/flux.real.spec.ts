@@ -13,15 +13,16 @@ import {
 } from "../support/gitops-fixture.js";
 import { waitFor } from "../support/wait.js";
 import {
+  FLUX_LAB_BINARIES,
   FLUX_NAMESPACE,
   FluxLab,
   fluxCondition,
-  missingFluxBinaries,
   type FluxCondition,
   type KustomizationObject,
   type ObjectWatch,
 } from "./flux-lab.js";
 import { KubeLab } from "./kube-lab.js";
+import { requireLabBinaries } from "./lab-paths.js";
 
 // Pins what the real Flux controllers (source-controller and kustomize-controller v1.9.6, built by
 // `npm run lab:build`) write into the status of GitRepository and Kustomization objects, against a real
@@ -147,11 +148,7 @@ describe("Flux in the lab: the real source-controller and kustomize-controller",
 
   before(async function () {
     this.timeout(150_000);
-    const missing = await missingFluxBinaries();
-    if (missing.length > 0) {
-      console.warn(`    skipped: the lab has no ${missing.join(", ")}; run npm run lab:build first`);
-      this.skip();
-    }
+    await requireLabBinaries([...FLUX_LAB_BINARIES]);
     dir = await mkdtemp(join(tmpdir(), "lab-flux-"));
     fixture = await createGitopsFixture({
       ...defaultGitopsFiles,
