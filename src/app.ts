@@ -12,7 +12,9 @@ import type { Logger } from "./shared/logger.js";
 import type { SecretRegistry } from "./shared/secrets.js";
 import { ArgoCdClient } from "./sync/argocd/argocd-client.js";
 import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
-import type { SyncWatcher } from "./sync/sync-watcher.js";
+import { FluxClient } from "./sync/flux/flux-client.js";
+import { FluxSyncWatcher } from "./sync/flux/flux-sync-watcher.js";
+import { watcherKey, type SyncWatcher } from "./sync/sync-watcher.js";
 
 export interface AppDependencies {
   config: AppConfig;
@@ -62,10 +64,10 @@ export function buildApp(deps: AppDependencies): App {
     logger,
     secrets,
   });
-  /** GitOps tool -> sync watcher, one per configured server. Flux joins this list. */
-  const syncWatchers = new Map<string, SyncWatcher>(
-    config.argocd.servers.map((server) => [
-      server.name,
+  /** One sync watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
+  const syncWatchers = new Map<string, SyncWatcher>([
+    ...config.argocd.servers.map((server): [string, SyncWatcher] => [
+      watcherKey("argocd", server.name),
       new ArgoCdSyncWatcher({
         client: new ArgoCdClient({
           baseUrl: server.url,
@@ -76,7 +78,18 @@ export function buildApp(deps: AppDependencies): App {
         pollIntervalMs: server.pollInterval,
       }),
     ]),
-  );
+    ...config.flux.clusters.map((cluster): [string, SyncWatcher] => [
+      watcherKey("flux", cluster.name),
+      new FluxSyncWatcher({
+        client: new FluxClient({
+          cluster: cluster.name,
+          ...(cluster.kubeconfig ? { kubeconfig: cluster.kubeconfig } : {}),
+          ...(cluster.context ? { context: cluster.context } : {}),
+        }),
+        pollIntervalMs: cluster.pollInterval,
+      }),
+    ]),
+  ]);
   const connector = new TaskConnector({
     controlPlane,
     source: config.integration.name,

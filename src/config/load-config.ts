@@ -92,6 +92,13 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined).forEach((server, i) =>
     secretAt(server["token"], `argocd.servers.${i}.token`),
   );
+  list(isRecord(raw["flux"]) ? raw["flux"]["clusters"] : undefined).forEach((cluster, i) => {
+    if (cluster["kubeconfig"] === undefined && !options.env["KUBERNETES_SERVICE_HOST"]) {
+      problems.push(
+        `flux.clusters.${i}.kubeconfig: give a kubeconfig file; without one the service must run in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set)`,
+      );
+    }
+  });
   if (problems.length > 0 || !parsed.success) throw new ConfigError(options.source, problems);
 
   const silent = secretReader(options, []);
@@ -155,8 +162,10 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
     items.map((item) => item["name"]).filter((n): n is string => typeof n === "string");
   const repositories = names(list(raw["repositories"]));
   const servers = names(list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined));
+  const clusters = names(list(isRecord(raw["flux"]) ? raw["flux"]["clusters"] : undefined));
   duplicates(repositories).forEach((n) => problems.push(`repositories: the name "${n}" is used twice`));
   duplicates(servers).forEach((n) => problems.push(`argocd.servers: the name "${n}" is used twice`));
+  duplicates(clusters).forEach((n) => problems.push(`flux.clusters: the name "${n}" is used twice`));
 
   list(raw["targets"]).forEach((target, i) => {
     const repository = target["repository"];
@@ -166,15 +175,29 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
       );
     }
     const deploy = isRecord(target["deploy"]) ? target["deploy"] : {};
-    if (typeof deploy["server"] === "string" && !servers.includes(deploy["server"])) {
+    if (
+      deploy["tool"] !== "flux" &&
+      typeof deploy["server"] === "string" &&
+      !servers.includes(deploy["server"])
+    ) {
       problems.push(
         `targets.${i}.deploy.server: no argocd server is named "${deploy["server"]}" (known: ${servers.join(", ") || "none"})`,
+      );
+    }
+    if (
+      deploy["tool"] === "flux" &&
+      typeof deploy["cluster"] === "string" &&
+      !clusters.includes(deploy["cluster"])
+    ) {
+      problems.push(
+        `targets.${i}.deploy.cluster: no flux cluster is named "${deploy["cluster"]}" (known: ${clusters.join(", ") || "none"})`,
       );
     }
     const uris = isRecord(target["uris"]) ? target["uris"] : {};
     const templates: Array<[string, unknown]> = [
       ["file", target["file"]],
       ["deploy.application", deploy["application"]],
+      ["deploy.name", deploy["name"]],
       ...list(uris["local"]).map((_, j): [string, unknown] => [
         `uris.local.${j}`,
         (uris["local"] as unknown[])[j],

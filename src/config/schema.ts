@@ -43,6 +43,16 @@ const argoCdServerSchema = z.strictObject({
   requestTimeout: durationSchema.default(60_000),
 });
 
+const fluxClusterSchema = z.strictObject({
+  name: nameSchema,
+  /** A kubeconfig file; without it, the in-cluster service account of the pod the service runs in. */
+  kubeconfig: z.string().min(1).optional(),
+  /** The kubeconfig context to use; its current context when absent. */
+  context: z.string().min(1).optional(),
+  /** How often an in-flight deployment reads its Flux object. */
+  pollInterval: durationSchema.refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "2s")').default(2_000),
+});
+
 /** Where the image of `configurationChange.values.image` goes in a Helm values file: key paths such as `image.tag`. */
 const helmValuesChangeSchema = z
   .strictObject({
@@ -74,6 +84,22 @@ const argoCdDeploySchema = z.strictObject({
   appNamespace: z.string().min(1).optional(),
 });
 
+const fluxDeploySchema = z.strictObject({
+  tool: z.literal("flux"),
+  cluster: nameSchema,
+  /** The Flux object that applies the changed file. HelmRelease is not followed yet. */
+  kind: z
+    .literal("Kustomization", { error: "only Kustomization is followed so far" })
+    .default("Kustomization"),
+  /** Object name template with {project}, {stage}, {service}. */
+  name: z.string().min(1).default("{service}-{stage}"),
+  namespace: z.string().min(1).default("flux-system"),
+});
+
+const deploySchema = z.discriminatedUnion("tool", [argoCdDeploySchema, fluxDeploySchema], {
+  error: 'deploy.tool is "argocd" or "flux"',
+});
+
 const targetSchema = z.strictObject({
   match: z
     .strictObject({ project: patternSchema, stage: patternSchema, service: patternSchema })
@@ -82,7 +108,7 @@ const targetSchema = z.strictObject({
   /** Path of the file to change, a template with {project}, {stage}, {service}. */
   file: z.string().min(1),
   change: changeSchema,
-  deploy: argoCdDeploySchema,
+  deploy: deploySchema,
   /** From deployment.triggered received to deployment.finished sent. */
   timeout: durationSchema.default(600_000),
   /** `deploymentURIsLocal` / `deploymentURIsPublic` templates; the triggered event's URIs are used when absent. */
@@ -130,6 +156,7 @@ export const fileConfigSchema = z.strictObject({
     .default([])
     .refine((l) => l.length > 0, "configure at least one repository"),
   argocd: z.strictObject({ servers: z.array(argoCdServerSchema) }).default({ servers: [] }),
+  flux: z.strictObject({ clusters: z.array(fluxClusterSchema) }).default({ clusters: [] }),
   targets: z
     .array(targetSchema)
     .default([])
@@ -139,3 +166,4 @@ export const fileConfigSchema = z.strictObject({
 export type FileConfig = z.infer<typeof fileConfigSchema>;
 export type RepositoryConfig = z.infer<typeof repositorySchema>;
 export type ArgoCdServerConfig = z.infer<typeof argoCdServerSchema>;
+export type FluxClusterConfig = z.infer<typeof fluxClusterSchema>;

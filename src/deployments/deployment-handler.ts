@@ -12,14 +12,14 @@ import { parseImageReference, type ImageReference } from "../gitops-repo/image-r
 import { renderTemplate } from "../gitops-repo/repo-path.js";
 import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../shared/errors.js";
 import { formatDuration } from "../shared/duration.js";
-import type { SyncWatcher } from "../sync/sync-watcher.js";
+import { watcherKey, type SyncWatcher } from "../sync/sync-watcher.js";
 import { deploymentCommitMessage } from "./commit-message.js";
 import type { Target, TargetResolver } from "./targets.js";
 
 export interface DeploymentHandlerOptions {
   targets: TargetResolver;
   repo: GitopsRepo;
-  /** One watcher per configured GitOps server, by the name targets use in `deploy.server`. */
+  /** One watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
   syncWatchers: ReadonlyMap<string, SyncWatcher>;
   /** Deadline for events that match no target (they are answered at once anyway). */
   fallbackTimeoutMs: number;
@@ -70,8 +70,8 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
   }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
     const target = this.options.targets.resolve(event.scope);
     const image = imageOf(event);
-    const watcher = this.options.syncWatchers.get(target.deploy.server);
-    if (!watcher) throw new Error(`no sync watcher for server ${target.deploy.server}`);
+    const watcher = this.options.syncWatchers.get(watcherKey(target.deploy.tool, target.deploy.server));
+    if (!watcher) throw new Error(`no sync watcher for ${target.deploy.tool} ${target.deploy.server}`);
 
     const change = await this.options.repo.applyChange({
       repository: target.repository,

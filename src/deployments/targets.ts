@@ -16,7 +16,11 @@ export interface Target {
   repository: RepositoryRef;
   file: string;
   change: ChangeSpec;
-  deploy: { tool: "argocd"; server: string; application: string; appNamespace?: string };
+  /**
+   * The tool, the configured server (Argo CD) or cluster (Flux) by name, and the application or Flux object that
+   * deploys the file, with its namespace.
+   */
+  deploy: { tool: "argocd" | "flux"; server: string; application: string; appNamespace?: string };
   timeoutMs: number;
   uris?: { local?: string[]; public?: string[] };
 }
@@ -66,16 +70,24 @@ export class TargetResolver {
       },
       file: renderTemplate(target.file, scope, `file template of targets.${index}`),
       change: target.change,
-      deploy: {
-        tool: target.deploy.tool,
-        server: target.deploy.server,
-        application: renderTemplate(
-          target.deploy.application,
-          scope,
-          `application template of targets.${index}`,
-        ),
-        ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
-      },
+      deploy:
+        target.deploy.tool === "argocd"
+          ? {
+              tool: "argocd",
+              server: target.deploy.server,
+              application: renderTemplate(
+                target.deploy.application,
+                scope,
+                `application template of targets.${index}`,
+              ),
+              ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
+            }
+          : {
+              tool: "flux",
+              server: target.deploy.cluster,
+              application: renderTemplate(target.deploy.name, scope, `name template of targets.${index}`),
+              appNamespace: target.deploy.namespace,
+            },
       timeoutMs: target.timeout,
       ...(target.uris ? { uris: target.uris } : {}),
     };

@@ -27,3 +27,8 @@ export interface SyncWatcher {
   /** Asks the tool to look at git now, starts the sync if nobody else will, and follows it to a final state. */
   waitForSync(request: SyncRequest): Promise<SyncOutcome>;
 }
+
+/** The key of a watcher among all configured ones: a Flux cluster and an Argo CD server may share a name. */
+export function watcherKey(tool: "argocd" | "flux", server: string): string {
+  return `${tool}/${server}`;
+}

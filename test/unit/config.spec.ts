@@ -48,7 +48,7 @@ describe("configuration", () => {
     expect(config.argocd.servers[0]?.token).to.equal("argo-secret-token");
     expect(config.targets[0]?.timeout).to.equal(300_000);
     expect(config.targets[0]?.match).to.deep.equal({ project: "sockshop", stage: "*", service: "*" });
-    expect(config.targets[0]?.deploy.application).to.equal("{service}-{stage}");
+    expect(config.targets[0]?.deploy).to.include({ tool: "argocd", application: "{service}-{stage}" });
   });
 
   it("lists every problem at once, each with its path", () => {

@@ -1,7 +1,5 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import { DeadlineExceededError, RetryableError, errorMessage } from "../../shared/errors.js";
-import { backoffDelay, type RetryPolicy } from "../../shared/retry.js";
 import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import { WaitLoop } from "../wait-loop.js";
 import type { Application } from "./application-schema.js";
 import type { ArgoCdClient } from "./argocd-client.js";
 
@@ -10,8 +8,6 @@ export interface ArgoCdSyncWatcherOptions {
   /** How often the application is read while waiting. */
   pollIntervalMs: number;
 }
-
-const TRANSIENT_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 250, maxDelayMs: 5_000 };
 
 const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
 
@@ -76,17 +72,15 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
     const { client } = this.options;
     const { application, appNamespace, signal, logger } = request;
-    const lastSeen = { text: "no answer from Argo CD yet" };
+    const loop = new WaitLoop(request, `Argo CD application ${application}`, "Argo CD");
     const query = appNamespace ? { appNamespace } : {};
 
-    let app = await this.untilDeadline(request, lastSeen, () =>
+    let app = await loop.call(() =>
       client.getApplication(application, { ...query, refresh: "normal" }, signal),
     );
-    lastSeen.text = describe(app);
+    loop.lastSeen = describe(app);
     if (!autoSyncs(app) && !(await this.verdict(app, request))) {
-      app = await this.untilDeadline(request, lastSeen, () =>
-        client.sync(application, { revision: request.commit, ...query }, signal),
-      );
+      app = await loop.call(() => client.sync(application, { revision: request.commit, ...query }, signal));
       logger.info(
         { application, revision: request.commit },
         "started an Argo CD sync (the application has no automated sync policy)",
@@ -95,11 +89,9 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     for (;;) {
       const verdict = await this.verdict(app, request);
       if (verdict) return verdict;
-      lastSeen.text = describe(app);
-      await this.pause(request, this.options.pollIntervalMs, lastSeen);
-      app = await this.untilDeadline(request, lastSeen, () =>
-        client.getApplication(application, query, signal),
-      );
+      loop.lastSeen = describe(app);
+      await loop.pause(this.options.pollIntervalMs);
+      app = await loop.call(() => client.getApplication(application, query, signal));
     }
   }
 
@@ -142,36 +134,5 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       revision: synced,
       message: `Argo CD synced application ${name} to commit ${commit}${partOf(synced, request.commit)}; it is Synced and Healthy`,
     };
-  }
-
-  /** Calls Argo CD, riding out transient failures (5xx, network, a sync already running) until the deadline. */
-  private async untilDeadline<T>(
-    request: SyncRequest,
-    lastSeen: { text: string },
-    call: () => Promise<T>,
-  ): Promise<T> {
-    for (let failures = 1; ; failures++) {
-      try {
-        return await call();
-      } catch (error) {
-        if (!(error instanceof RetryableError)) throw error;
-        lastSeen.text = errorMessage(error);
-        request.logger.warn(
-          { application: request.application, reason: errorMessage(error) },
-          "Argo CD call failed; retrying",
-        );
-        await this.pause(request, backoffDelay(TRANSIENT_BACKOFF, failures), lastSeen);
-      }
-    }
-  }
-
-  private async pause(request: SyncRequest, ms: number, lastSeen: { text: string }): Promise<void> {
-    const left = request.deadline - Date.now();
-    if (left <= 0) {
-      throw new DeadlineExceededError(
-        `Argo CD application ${request.application} did not finish syncing commit ${short(request.commit)} in time; last seen: ${lastSeen.text}`,
-      );
-    }
-    await sleep(Math.min(ms, left), undefined, { signal: request.signal });
   }
 }

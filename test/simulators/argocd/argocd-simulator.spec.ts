@@ -283,7 +283,13 @@ describe("ArgoCdSimulator", function () {
       const event = await settled(sim, "podtato", second);
       expect(event).to.include({ app: "podtato", revision: second, phase: "Succeeded", health: "Healthy" });
 
-      const app = await getApp(sim, "podtato");
+      // Synced comes with the comparison after the operation, as in the real controller.
+      const app = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at the second commit",
+        (view) => view.status.sync.status === "Synced" && view.status.sync.revision === second,
+      );
       expect(app.status.sync).to.include({ status: "Synced", revision: second });
       expect(app.status.health.status).to.equal("Healthy");
       const op = app.status.operationState;
@@ -325,7 +331,12 @@ describe("ArgoCdSimulator", function () {
       await sim.start();
       expect(await done).to.include({ phase: "Succeeded", health: "Degraded" });
 
-      const app = await getApp(sim, "podtato");
+      const app = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at the crashloop commit",
+        (view) => view.status.sync.status === "Synced" && view.status.sync.revision === sha,
+      );
       expect(app.status.health.status).to.equal("Degraded");
       expect(app.status.health.message).to.equal('Deployment "podtato" exceeded its progress deadline');
       expect(app.status.operationState).to.deep.include({ phase: "Succeeded" });
@@ -469,7 +480,12 @@ describe("ArgoCdSimulator", function () {
       });
       expect(byBranch.body.operation?.sync.revision).to.equal(head);
       await headSettled;
-      const synced = await getApp(sim, "podtato");
+      const synced = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at head",
+        (view) => view.status.sync.status === "Synced" && view.status.sync.revision === head,
+      );
       expect(synced.status.sync).to.include({ status: "Synced", revision: head });
       expect(synced.status.operationState?.syncResult?.revision).to.equal(head);
     });
@@ -675,7 +691,12 @@ describe("ArgoCdSimulator", function () {
         "v1",
       );
       await settled(sim, "podtato", good);
-      const recovered = await getApp(sim, "podtato");
+      const recovered = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at the good commit",
+        (view) => view.status.sync.status === "Synced" && view.status.sync.revision === good,
+      );
       expect(recovered.status.sync).to.include({ status: "Synced", revision: good });
       expect(recovered.status.conditions).to.equal(undefined);
     });
