@@ -12,11 +12,12 @@ import {
   simulatorBackend,
   type ArgoCdBackend,
   type ArgoCdBackendFactory,
+  type GitopsSetup,
   type SimulatorTimings,
 } from "./argocd-backend.js";
 import type { ArgoCdSimulator } from "../simulators/argocd/argocd-simulator.js";
 import { GitHttpServer } from "../support/git-http-server.js";
-import { createGitopsFixture, type GitopsFixture } from "../support/gitops-fixture.js";
+import { createGitopsFixture, defaultGitopsFiles, type GitopsFixture } from "../support/gitops-fixture.js";
 import { NatsServerProcess } from "../support/nats-server.js";
 import { subscribeCollector, type EventCollector } from "../support/wait.js";
 
@@ -76,9 +77,66 @@ export interface DeploymentWorldOptions {
   servicePollIntervalMs?: number;
   /** The service's `log.level`; default "debug". Log lines are kept in `logLines` either way. */
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
+  /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
+  flux?: FluxBackendFactory;
 }
 
+/** A Flux the service reads through the Kubernetes API: real (lab) or simulated. */
+export interface FluxBackend {
+  /** A kubeconfig file for the service. */
+  kubeconfig: string;
+  stop(): Promise<void>;
+}
+export type FluxBackendFactory = (setup: GitopsSetup) => Promise<FluxBackend>;
+
+const podtatoDeployment = (
+  stage: string,
+) => `# podtato-head in ${stage}, applied by Flux (Kustomization podtato-head-${stage})
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podtato-head
+  namespace: default
+  labels: { app: podtato-head, stage: ${stage} }
+spec:
+  replicas: 1
+  selector:
+    matchLabels: { app: podtato-head, stage: ${stage} }
+  template:
+    metadata:
+      labels: { app: podtato-head, stage: ${stage} }
+    spec:
+      containers:
+        - name: app
+          image: ghcr.io/podtato-head/podtato-server:0.3.0 # managed by Keptn
+`;
+
+/**
+ * What the Flux targets deploy: `clusters/<stage>/podtato-head/`, one Kustomization per stage. `dev` has no health
+ * checks (Ready once applied); `health` waits for the Deployment (`wait: true`), which never becomes ready in a
+ * cluster without nodes.
+ */
+const namespace = (name: string) => `apiVersion: v1
+kind: Namespace
+metadata:
+  name: ${name}
+`;
+
+export const fluxFiles: Readonly<Record<string, string>> = {
+  "clusters/dev/podtato-head/namespace.yaml": namespace("podtato-dev"),
+  "clusters/health/podtato-head/namespace.yaml": namespace("podtato-health"),
+  "clusters/dev/podtato-head/deployment.yaml": podtatoDeployment("dev").replace(
+    "namespace: default",
+    "namespace: podtato-dev",
+  ),
+  "clusters/health/podtato-head/deployment.yaml": podtatoDeployment("health").replace(
+    "namespace: default",
+    "namespace: podtato-health",
+  ),
+};
+
 interface ServiceConfigValues {
+  kubeconfig: string | undefined;
   repoUrl: string;
   argoUrl: string;
   cacheDir: string;
@@ -88,6 +146,7 @@ interface ServiceConfigValues {
 }
 
 function serviceConfig({
+  kubeconfig,
   repoUrl,
   argoUrl,
   cacheDir,
@@ -119,8 +178,37 @@ argocd:
       url: ${argoUrl}
       token: { fromEnv: TEST_ARGO_TOKEN }
       pollInterval: ${pollIntervalMs}ms
-targets:
-  - match: { project: sockshop, stage: production, service: orders }
+${
+  kubeconfig
+    ? `flux:
+  clusters:
+    - name: lab
+      kubeconfig: ${kubeconfig}
+      pollInterval: ${pollIntervalMs}ms
+`
+    : ""
+}targets:
+${
+  kubeconfig
+    ? `  - match: { project: podtato }
+    repository: gitops
+    file: "clusters/{stage}/{service}/deployment.yaml"
+    change: { kind: manifest-image, container: app }
+    deploy: { tool: flux, cluster: lab, name: "{service}-{stage}" }
+  - match: { project: podtato-slow }
+    repository: gitops
+    file: "clusters/{stage}/{service}/deployment.yaml"
+    change: { kind: manifest-image, container: app }
+    deploy: { tool: flux, cluster: lab, name: "{service}-{stage}" }
+    timeout: ${slowTimeout}
+  - match: { project: podtato-missing }
+    repository: gitops
+    file: "clusters/{stage}/{service}/deployment.yaml"
+    change: { kind: manifest-image, container: app }
+    deploy: { tool: flux, cluster: lab, name: "no-such-kustomization" }
+`
+    : ""
+}  - match: { project: sockshop, stage: production, service: orders }
     repository: gitops
     file: "manifests/{stage}/{service}/deployment.yaml"
     change: { kind: manifest-image, container: orders }
@@ -163,6 +251,7 @@ export class DeploymentWorld {
     readonly fixture: GitopsFixture,
     readonly gitServer: GitHttpServer,
     readonly argo: ArgoCdBackend,
+    readonly flux: FluxBackend | undefined,
     readonly keptn: NatsConnection,
     readonly answers: EventCollector,
     readonly cacheDir: string,
@@ -172,19 +261,19 @@ export class DeploymentWorld {
 
   static async start(options: DeploymentWorldOptions = {}): Promise<DeploymentWorld> {
     const nats = await NatsServerProcess.start();
-    const fixture = await createGitopsFixture();
+    const fixture = await createGitopsFixture({
+      ...defaultGitopsFiles,
+      ...(options.flux ? fluxFiles : {}),
+    });
     const gitServer = await GitHttpServer.start({
       projectRoot: join(fixture.root, "repos"),
       token: GIT_TOKEN,
     });
     const repoUrl = gitServer.repoUrl("gitops.git");
     const backend = options.backend ?? simulatorBackend(options.argo);
-    const argo = await backend({
-      bareDir: fixture.bareDir,
-      repoUrl,
-      gitUsername: gitServer.username,
-      gitToken: GIT_TOKEN,
-    });
+    const setup = { bareDir: fixture.bareDir, repoUrl, gitUsername: gitServer.username, gitToken: GIT_TOKEN };
+    const argo = await backend(setup);
+    const flux = options.flux ? await options.flux(setup) : undefined;
     const keptn = await connect({ servers: nats.url });
     const answers = await subscribeCollector(keptn, "sh.keptn.event.deployment.*");
     const cacheDir = await mkdtemp(join(tmpdir(), "gitops-cache-"));
@@ -193,6 +282,7 @@ export class DeploymentWorld {
       fixture,
       gitServer,
       argo,
+      flux,
       keptn,
       answers,
       cacheDir,
@@ -207,6 +297,7 @@ export class DeploymentWorld {
     const secrets = new SecretRegistry();
     const config = loadConfig({
       text: serviceConfig({
+        kubeconfig: this.flux?.kubeconfig,
         repoUrl: this.gitServer.repoUrl("gitops.git"),
         argoUrl: this.argo.url,
         cacheDir: this.cacheDir,
@@ -302,6 +393,7 @@ export class DeploymentWorld {
     await this.answers.close();
     await this.keptn.close();
     await this.argo.stop();
+    await this.flux?.stop();
     await this.gitServer.stop();
     await this.nats.stop();
     await this.fixture.remove();

@@ -12,7 +12,7 @@ import type {
 import { APPLICATIONS } from "../e2e/argocd-backend.js";
 import { freePort } from "../support/nats-server.js";
 import { RecordingProxy } from "../support/recording-proxy.js";
-import type { KubeLab, KubeObject } from "./kube-lab.js";
+import { SYNCFAIL_POLICY, type KubeLab, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
 import { labDir } from "./lab-paths.js";
 
@@ -41,40 +41,6 @@ hs.status = "Healthy"
 hs.message = "lab: no nodes; the image is accepted"
 return hs
 `;
-
-/** A sync that really fails: the API server itself refuses the Deployment (a ValidatingAdmissionPolicy). */
-const SYNCFAIL_POLICY: KubeObject[] = [
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicy",
-    metadata: { name: "lab-refuse-syncfail-images" },
-    spec: {
-      failurePolicy: "Fail",
-      matchConstraints: {
-        resourceRules: [
-          {
-            apiGroups: ["apps"],
-            apiVersions: ["v1"],
-            operations: ["CREATE", "UPDATE"],
-            resources: ["deployments"],
-          },
-        ],
-      },
-      validations: [
-        {
-          expression: "object.spec.template.spec.containers.all(c, !c.image.contains('syncfail'))",
-          message: "the lab refuses images tagged syncfail",
-        },
-      ],
-    },
-  },
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicyBinding",
-    metadata: { name: "lab-refuse-syncfail-images" },
-    spec: { policyName: "lab-refuse-syncfail-images", validationActions: ["Deny"] },
-  },
-];
 
 function application(app: LabApplication, repoURL: string, server: string): KubeObject {
   return {

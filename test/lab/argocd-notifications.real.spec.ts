@@ -218,7 +218,7 @@ describe("Argo CD notifications in the lab: what the real argocd-notifications s
     expect(notification?.body["operationMessage"]).to.equal("successfully synced (all tasks run)");
   });
 
-  it("a new commit: on-sync-running before there is a sync result, then on-sync-succeeded and on-deployed while still OutOfSync", async () => {
+  it("a new commit: on-sync-succeeded and on-deployed once each, possibly before the app is Synced", async () => {
     const sha = await bump("charts/carts/values-dev.yaml", "0.13.3");
     await app("carts-dev", "?refresh=normal");
     const deployed = await until(
@@ -228,13 +228,14 @@ describe("Argo CD notifications in the lab: what the real argocd-notifications s
     const succeeded = sent("carts-dev", "on-sync-succeeded", sha);
     expect(succeeded).to.have.length(1);
     for (const notification of [deployed, succeeded[0]!]) {
-      // Sent from the version that finished the operation: the comparison that says Synced comes later.
+      // Rendered from the version the controller evaluated. That is mostly the one that finished the operation,
+      // still OutOfSync (the comparison comes after); on a busy machine it skips versions and it is already Synced.
       expect(notification.body).to.include({
-        syncStatus: "OutOfSync",
         syncRevision: sha,
         operationPhase: "Succeeded",
         operationRevision: sha,
       });
+      expect(["OutOfSync", "Synced"]).to.include(notification.body["syncStatus"]);
     }
     const running = sent("carts-dev", "on-sync-running", sha);
     for (const notification of running) {

@@ -1,10 +1,14 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { freePort } from "../support/nats-server.js";
-import type { KubeLab, KubeObject } from "./kube-lab.js";
+import type { GitopsSetup } from "../e2e/argocd-backend.js";
+import { FLUX_KUSTOMIZATIONS } from "../e2e/flux-backend.js";
+import type { FluxBackend, FluxBackendFactory } from "../e2e/world.js";
+import { KubeLab, SYNCFAIL_POLICY, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
-import { labDir } from "./lab-paths.js";
+import { labDir, requireLabBinaries } from "./lab-paths.js";
 
 /** The namespace the controllers run for (RUNTIME_NAMESPACE) and where the lab puts its Flux objects. */
 export const FLUX_NAMESPACE = "flux-system";
@@ -465,4 +469,47 @@ function nowRfc3339Nano(): string {
   const now = new Date().toISOString(); // 2024-07-12T08:56:29.512Z
   const subMillisecond = String(process.hrtime.bigint() % 1_000_000n).padStart(6, "0");
   return now.replace("Z", `${subMillisecond}Z`);
+}
+
+/**
+ * The real Flux of the lab as a backend of the deployment scenarios (test/e2e/flux-scenarios.ts): a KubeLab of its
+ * own with the syncfail admission policy, source-controller and kustomize-controller, the GitRepository `gitops`
+ * and the Kustomizations of FLUX_KUSTOMIZATIONS.
+ */
+export function fluxLabBackend(): FluxBackendFactory {
+  return async (setup: GitopsSetup): Promise<FluxBackend> => {
+    await requireLabBinaries([...FLUX_LAB_BINARIES]);
+    const dir = await mkdtemp(join(tmpdir(), "lab-flux-flow-"));
+    const kube = await KubeLab.start(dir);
+    try {
+      for (const object of SYNCFAIL_POLICY) await kube.apply(object);
+      const flux = await FluxLab.start(kube, dir);
+      await flux.createGitRepository({
+        name: "gitops",
+        url: setup.repoUrl,
+        username: setup.gitUsername,
+        password: setup.gitToken,
+      });
+      for (const k of FLUX_KUSTOMIZATIONS) {
+        await flux.createKustomization({
+          name: k.name,
+          source: "gitops",
+          path: k.path,
+          wait: k.wait,
+          timeout: "30s",
+        });
+      }
+      return {
+        kubeconfig: kube.kubeconfig,
+        stop: async () => {
+          await flux.stop();
+          await kube.stop();
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    } catch (error) {
+      await kube.stop();
+      throw error;
+    }
+  };
 }

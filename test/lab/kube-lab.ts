@@ -48,6 +48,40 @@ function collectionPath(object: KubeObject): string {
  * A real Kubernetes control plane without nodes, as controller-runtime's envtest runs one: Debian's etcd and the
  * kube-apiserver built by `npm run lab:build`, on free loopback ports, with a token file and service-account keys.
  */
+/** A deployment that really fails to apply: the API server itself refuses Deployments whose image says "syncfail" (a ValidatingAdmissionPolicy). */
+export const SYNCFAIL_POLICY: KubeObject[] = [
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicy",
+    metadata: { name: "lab-refuse-syncfail-images" },
+    spec: {
+      failurePolicy: "Fail",
+      matchConstraints: {
+        resourceRules: [
+          {
+            apiGroups: ["apps"],
+            apiVersions: ["v1"],
+            operations: ["CREATE", "UPDATE"],
+            resources: ["deployments"],
+          },
+        ],
+      },
+      validations: [
+        {
+          expression: "object.spec.template.spec.containers.all(c, !c.image.contains('syncfail'))",
+          message: "the lab refuses images tagged syncfail",
+        },
+      ],
+    },
+  },
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicyBinding",
+    metadata: { name: "lab-refuse-syncfail-images" },
+    spec: { policyName: "lab-refuse-syncfail-images", validationActions: ["Deny"] },
+  },
+];
+
 export class KubeLab {
   private constructor(
     readonly url: string,

@@ -93,10 +93,10 @@ export class FluxSyncWatcher implements SyncWatcher {
   ): Promise<SyncOutcome | undefined> {
     const ready = condition(ks, "Ready");
     const generation = ks.metadata.generation;
-    const current =
-      ks.status?.observedGeneration === generation &&
-      (ready?.observedGeneration === undefined || ready.observedGeneration === generation);
-    if (!current || !ready) return undefined;
+    // The Ready condition carries the generation it is about. status.observedGeneration stays -1 until the first
+    // success (pinned in the lab), so a failure of a never-applied Kustomization can only be read from the condition.
+    const readyGeneration = ready?.observedGeneration ?? ks.status?.observedGeneration;
+    if (!ready || readyGeneration !== generation) return undefined;
     const commit = short(request.commit);
     const subject = `Flux Kustomization ${ks.metadata.namespace ?? request.appNamespace}/${ks.metadata.name}`;
 
@@ -120,6 +120,7 @@ export class FluxSyncWatcher implements SyncWatcher {
     // still running keeps Reconciling=True: all three must agree.
     const reconciling = condition(ks, "Reconciling")?.status === "True";
     const healthy = condition(ks, "Healthy");
+    if (ks.status?.observedGeneration !== generation) return undefined;
     if (ready.status !== "True" || reconciling || (healthy && healthy.status !== "True")) return undefined;
     return {
       kind: "healthy",
