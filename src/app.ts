@@ -11,6 +11,7 @@ import { buildHttpApp, close, listen } from "./http/http-server.js";
 import type { Logger } from "./shared/logger.js";
 import type { SecretRegistry } from "./shared/secrets.js";
 import { ArgoCdClient } from "./sync/argocd/argocd-client.js";
+import { ArgoCdStream } from "./sync/argocd/argocd-stream.js";
 import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
 import { FluxClient } from "./sync/flux/flux-client.js";
 import { FluxSyncWatcher } from "./sync/flux/flux-sync-watcher.js";
@@ -64,20 +65,34 @@ export function buildApp(deps: AppDependencies): App {
     logger,
     secrets,
   });
+  /** One watch stream per Argo CD server that has `watch` on; closed when the service stops. */
+  const streams: ArgoCdStream[] = [];
   /** One sync watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
   const syncWatchers = new Map<string, SyncWatcher>([
-    ...config.argocd.servers.map((server): [string, SyncWatcher] => [
-      watcherKey("argocd", server.name),
-      new ArgoCdSyncWatcher({
-        client: new ArgoCdClient({
-          baseUrl: server.url,
-          token: server.token,
-          requestTimeoutMs: server.requestTimeout,
-          ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    ...config.argocd.servers.map((server): [string, SyncWatcher] => {
+      const stream = server.watch
+        ? new ArgoCdStream({
+            baseUrl: server.url,
+            token: server.token,
+            logger,
+            ...(deps.fetch ? { fetch: deps.fetch } : {}),
+          })
+        : undefined;
+      if (stream) streams.push(stream);
+      return [
+        watcherKey("argocd", server.name),
+        new ArgoCdSyncWatcher({
+          client: new ArgoCdClient({
+            baseUrl: server.url,
+            token: server.token,
+            requestTimeoutMs: server.requestTimeout,
+            ...(deps.fetch ? { fetch: deps.fetch } : {}),
+          }),
+          pollIntervalMs: server.pollInterval,
+          ...(stream ? { stream, watchPollIntervalMs: server.watchPollInterval } : {}),
         }),
-        pollIntervalMs: server.pollInterval,
-      }),
-    ]),
+      ];
+    }),
     ...config.flux.clusters.map((cluster): [string, SyncWatcher] => [
       watcherKey("flux", cluster.name),
       new FluxSyncWatcher({
@@ -121,6 +136,7 @@ export function buildApp(deps: AppDependencies): App {
     },
     async stop() {
       await connector.stop();
+      await Promise.all(streams.map((stream) => stream.close()));
       await controlPlane.close();
       if (server) await close(server);
       logger.info("keptn-gitops-service stopped");

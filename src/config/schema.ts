@@ -41,6 +41,12 @@ const argoCdServerSchema = z.strictObject({
   pollInterval: durationSchema.refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "2s")').default(2_000),
   /** Timeout of one HTTP request (a `?refresh=` GET blocks until Argo CD has compared). */
   requestTimeout: durationSchema.default(60_000),
+  /** One watch stream (`/api/v1/stream/applications`) for every in-flight deployment on this server. */
+  watch: z.boolean().default(true),
+  /** How often an in-flight deployment still reads its application while the watch stream is up. */
+  watchPollInterval: durationSchema
+    .refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "30s")')
+    .default(30_000),
 });
 
 const fluxClusterSchema = z.strictObject({

@@ -40,14 +40,22 @@ export class WaitLoop {
     }
   }
 
-  /** Waits `ms`, or ends the wait with a DeadlineExceededError once the deadline has passed. */
-  async pause(ms: number): Promise<void> {
+  /**
+   * Waits `ms`, or less when `wake` fires (news from a watch stream), or ends the wait with a
+   * DeadlineExceededError once the deadline has passed.
+   */
+  async pause(ms: number, wake?: AbortSignal): Promise<void> {
     const left = this.request.deadline - Date.now();
     if (left <= 0) {
       throw new DeadlineExceededError(
         `${this.subject} did not finish syncing commit ${this.request.commit.slice(0, 7)} in time; last seen: ${this.lastSeen}`,
       );
     }
-    await sleep(Math.min(ms, left), undefined, { signal: this.request.signal });
+    const signal = wake ? AbortSignal.any([this.request.signal, wake]) : this.request.signal;
+    try {
+      await sleep(Math.min(ms, left), undefined, { signal });
+    } catch (error) {
+      if (this.request.signal.aborted || !wake?.aborted) throw error;
+    }
   }
 }

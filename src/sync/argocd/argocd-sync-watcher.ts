@@ -2,11 +2,16 @@ import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
 import { WaitLoop } from "../wait-loop.js";
 import type { Application } from "./application-schema.js";
 import type { ArgoCdClient } from "./argocd-client.js";
+import type { ArgoCdStream } from "./argocd-stream.js";
 
 export interface ArgoCdSyncWatcherOptions {
   client: ArgoCdClient;
-  /** How often the application is read while waiting. */
+  /** How often the application is read while waiting (while the watch stream is down, or without one). */
   pollIntervalMs: number;
+  /** The server's watch stream: each frame about the application is judged at once. */
+  stream?: ArgoCdStream;
+  /** How often the application is read while the stream is up: a safety net only. */
+  watchPollIntervalMs?: number;
 }
 
 const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
@@ -70,10 +75,29 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
   constructor(private readonly options: ArgoCdSyncWatcherOptions) {}
 
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
-    const { client } = this.options;
-    const { application, appNamespace, signal, logger } = request;
+    const { application, appNamespace } = request;
     const loop = new WaitLoop(request, `Argo CD application ${application}`, "Argo CD");
     const query = appNamespace ? { appNamespace } : {};
+    // Subscribed before the first read, so that no version the stream brings is missed.
+    const news = new StreamNews();
+    const unsubscribe = this.options.stream?.subscribe(application, (app) => {
+      if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
+    });
+    try {
+      return await this.follow(request, loop, query, news);
+    } finally {
+      unsubscribe?.();
+    }
+  }
+
+  private async follow(
+    request: SyncRequest,
+    loop: WaitLoop,
+    query: { appNamespace?: string },
+    news: StreamNews,
+  ): Promise<SyncOutcome> {
+    const { client, stream } = this.options;
+    const { application, signal, logger } = request;
 
     let app = await loop.call(() =>
       client.getApplication(application, { ...query, refresh: "normal" }, signal),
@@ -90,8 +114,13 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       const verdict = await this.verdict(app, request);
       if (verdict) return verdict;
       loop.lastSeen = describe(app);
-      await loop.pause(this.options.pollIntervalMs);
-      app = await loop.call(() => client.getApplication(application, query, signal));
+      const watching = stream?.connected === true;
+      const interval = watching
+        ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
+        : this.options.pollIntervalMs;
+      // Even with news waiting, pause(0) checks the deadline, so a flapping application cannot outlive it.
+      await loop.pause(news.pending() ? 0 : interval, news.wake());
+      app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
     }
   }
 
@@ -134,5 +163,33 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       revision: synced,
       message: `Argo CD synced application ${name} to commit ${commit}${partOf(synced, request.commit)}; it is Synced and Healthy`,
     };
+  }
+}
+
+/** Versions of one application from the watch stream, and a signal that fires when one arrives. */
+class StreamNews {
+  private latest: Application | undefined;
+  private waiting: AbortController | undefined;
+
+  push(app: Application): void {
+    this.latest = app;
+    this.waiting?.abort();
+  }
+
+  pending(): boolean {
+    return this.latest !== undefined;
+  }
+
+  /** A signal for the next pause; fires when a version arrives. */
+  wake(): AbortSignal {
+    this.waiting = new AbortController();
+    return this.waiting.signal;
+  }
+
+  /** The newest version since the last take; older ones are superseded by it. */
+  take(): Application | undefined {
+    const app = this.latest;
+    this.latest = undefined;
+    return app;
   }
 }
