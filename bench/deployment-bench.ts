@@ -18,8 +18,10 @@ import { natsServerBinary } from "../test/support/nats-server.js";
 
 /** Simulator timings: short, so that the run stays short; Argo CD itself polls git every 3 minutes. */
 const ARGO = { pollIntervalMs: 100, syncDurationMs: 50, healthDelayMs: 50 } as const;
-/** The service's `argocd.servers[].pollInterval` for this run (its default is 2 s). */
+/** The service's `argocd.servers[].pollInterval` for the polling run (its default is 2 s). */
 const SERVICE_POLL_INTERVAL_MS = 100;
+/** The pollInterval of the watch run: so long that only the watch stream can finish a deployment in time. */
+const WATCH_RUN_POLL_INTERVAL_MS = 60_000;
 /** The service's default log level. */
 const LOG_LEVEL = "info";
 const APPLICATION = "carts-dev";
@@ -374,7 +376,7 @@ function ratio(measured: number[], baseline: number[]): string {
   return `${"    ratio of the medians".padEnd(LABEL)}${"".padStart(4)}${`x${value.toFixed(2)}`.padStart(10)}`;
 }
 
-function report(results: Results, header: string[], seconds: number): string {
+function report(results: Results, watched: Results, header: string[], seconds: number): string {
   const { deployments, roundTrips, plainGit, triggeredBytes } = results;
   const service = deployments.map((d) => d.git);
   const git = (times: GitTimes[], key: keyof GitTimes) => times.map((t) => t[key]);
@@ -409,7 +411,12 @@ function report(results: Results, header: string[], seconds: number): string {
       "(c) Argo CD settled (Synced, Healthy) -> deployment.finished received",
       deployments.map((d) => d.settledToFinished),
     ),
-    `    the service's Argo CD pollInterval: ${SERVICE_POLL_INTERVAL_MS} ms ((c) is at most about this plus one GET)`,
+    `    polling only (watch: false), pollInterval ${SERVICE_POLL_INTERVAL_MS} ms: (c) is at most about this plus one GET`,
+    row(
+      "(d) the same with the watch stream (watch: true, pollInterval 60 s)",
+      watched.deployments.map((d) => d.settledToFinished),
+    ),
+    "    (d) has no baseline: the stream frame itself is the signal; (c) is the polling it replaces",
     "",
     "where (b) goes, as the git server saw it",
     ...phase("start -> first git request received", "toFirstRequest"),
@@ -444,25 +451,31 @@ async function main(): Promise<void> {
   const interrupt = new AbortController();
   const onSigint = () => interrupt.abort();
   process.once("SIGINT", onSigint);
-  const world = await DeploymentWorld.start({
-    argo: ARGO,
-    servicePollIntervalMs: SERVICE_POLL_INTERVAL_MS,
-    logLevel: LOG_LEVEL,
-  });
-  let results: Results;
-  try {
-    results = await run(world, count, interrupt.signal);
-  } finally {
-    await world.stop();
-    process.off("SIGINT", onSigint);
-    if (interrupt.signal.aborted) {
-      // A Ctrl-C in a terminal reaches nats-server too, and then the service's NATS client keeps reconnecting
-      // after stop() (see docs/benchmarks.md). Everything the bench started is stopped: exit, do not wait.
-      console.error("interrupted; everything the bench started is stopped");
-      process.exit(130);
+  let results: Results | undefined;
+  let watched: Results | undefined;
+  for (const watch of [false, true]) {
+    const world = await DeploymentWorld.start({
+      argo: ARGO,
+      servicePollIntervalMs: watch ? WATCH_RUN_POLL_INTERVAL_MS : SERVICE_POLL_INTERVAL_MS,
+      watch,
+      logLevel: LOG_LEVEL,
+    });
+    try {
+      if (watch) watched = await run(world, count, interrupt.signal);
+      else results = await run(world, count, interrupt.signal);
+    } finally {
+      await world.stop();
+      if (interrupt.signal.aborted) {
+        // A Ctrl-C in a terminal reaches nats-server too, and then the service's NATS client keeps reconnecting
+        // after stop() (see docs/benchmarks.md). Everything the bench started is stopped: exit, do not wait.
+        console.error("interrupted; everything the bench started is stopped");
+        process.exit(130);
+      }
     }
   }
-  console.log(report(results, header, (performance.now() - began) / 1000));
+  process.off("SIGINT", onSigint);
+  if (!results || !watched) throw new Error("a run of the bench did not finish");
+  console.log(report(results, watched, header, (performance.now() - began) / 1000));
 }
 
 main().catch((error: unknown) => {

@@ -77,6 +77,8 @@ export interface DeploymentWorldOptions {
   servicePollIntervalMs?: number;
   /** The service's `log.level`; default "debug". Log lines are kept in `logLines` either way. */
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
+  /** The service's `argocd.servers[].watch`; default true (the watch stream). */
+  watch?: boolean;
   /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
   flux?: FluxBackendFactory;
 }
@@ -137,6 +139,7 @@ export const fluxFiles: Readonly<Record<string, string>> = {
 
 interface ServiceConfigValues {
   kubeconfig: string | undefined;
+  watch: boolean;
   repoUrl: string;
   argoUrl: string;
   cacheDir: string;
@@ -147,6 +150,7 @@ interface ServiceConfigValues {
 
 function serviceConfig({
   kubeconfig,
+  watch,
   repoUrl,
   argoUrl,
   cacheDir,
@@ -178,6 +182,7 @@ argocd:
       url: ${argoUrl}
       token: { fromEnv: TEST_ARGO_TOKEN }
       pollInterval: ${pollIntervalMs}ms
+      watch: ${watch}
 ${
   kubeconfig
     ? `flux:
@@ -298,6 +303,7 @@ export class DeploymentWorld {
     const config = loadConfig({
       text: serviceConfig({
         kubeconfig: this.flux?.kubeconfig,
+        watch: this.options.watch ?? true,
         repoUrl: this.gitServer.repoUrl("gitops.git"),
         argoUrl: this.argo.url,
         cacheDir: this.cacheDir,
