@@ -8,6 +8,7 @@ import { DeploymentHandler } from "./deployments/deployment-handler.js";
 import { TargetResolver } from "./deployments/targets.js";
 import { SimpleGitGitopsRepo } from "./gitops-repo/simple-git-gitops-repo.js";
 import { buildHttpApp, close, listen } from "./http/http-server.js";
+import { mountWebhooks } from "./http/webhooks.js";
 import type { Logger } from "./shared/logger.js";
 import type { SecretRegistry } from "./shared/secrets.js";
 import { ArgoCdClient } from "./sync/argocd/argocd-client.js";
@@ -16,6 +17,7 @@ import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
 import { FluxClient } from "./sync/flux/flux-client.js";
 import { FluxSyncWatcher } from "./sync/flux/flux-sync-watcher.js";
 import { watcherKey, type SyncWatcher } from "./sync/sync-watcher.js";
+import { WakeUps } from "./sync/wake-ups.js";
 
 export interface AppDependencies {
   config: AppConfig;
@@ -41,12 +43,16 @@ export function registerSecrets(config: AppConfig, secrets: SecretRegistry): voi
     if (repository.auth) secrets.addBasicAuth(repository.auth.username, repository.auth.token);
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
+  if (config.webhooks.flux) secrets.add(config.webhooks.flux.hmacKey);
+  if (config.webhooks.argocd) secrets.add(config.webhooks.argocd.token);
 }
 
 /** The composition root: builds every adapter from the configuration and wires them. No I/O until start(). */
 export function buildApp(deps: AppDependencies): App {
   const { config, logger, secrets } = deps;
   registerSecrets(config, secrets);
+  /** Notifications received by the webhooks reach the waiting deployments through this. */
+  const wakeUps = new WakeUps();
 
   const controlPlane =
     deps.controlPlane ??
@@ -89,6 +95,7 @@ export function buildApp(deps: AppDependencies): App {
             ...(deps.fetch ? { fetch: deps.fetch } : {}),
           }),
           pollIntervalMs: server.pollInterval,
+          wakeUps,
           ...(stream ? { stream, watchPollIntervalMs: server.watchPollInterval } : {}),
         }),
       ];
@@ -102,6 +109,7 @@ export function buildApp(deps: AppDependencies): App {
           ...(cluster.context ? { context: cluster.context } : {}),
         }),
         pollIntervalMs: cluster.pollInterval,
+        wakeUps,
       }),
     ]),
   ]);
@@ -120,6 +128,13 @@ export function buildApp(deps: AppDependencies): App {
     ],
   });
   const http = buildHttpApp({ checks: () => ({ config: true, nats: controlPlane.isConnected() }) });
+  mountWebhooks(http, {
+    maxBodyBytes: config.webhooks.maxBodyBytes,
+    ...(config.webhooks.flux ? { fluxHmacKey: config.webhooks.flux.hmacKey } : {}),
+    ...(config.webhooks.argocd ? { argocdToken: config.webhooks.argocd.token } : {}),
+    wakeUps,
+    logger,
+  });
   let server: Server | undefined;
 
   return {

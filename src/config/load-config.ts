@@ -11,9 +11,10 @@ import {
 } from "./schema.js";
 
 /** The configuration after validation, with secrets read from their env variables or files. */
-export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd"> {
+export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks"> {
   repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: { username: string; token: string } }>;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
+  webhooks: { maxBodyBytes: number; flux?: { hmacKey: string }; argocd?: { token: string } };
 }
 
 /** Every problem found, each with the path of the key it is about. */
@@ -92,6 +93,9 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined).forEach((server, i) =>
     secretAt(server["token"], `argocd.servers.${i}.token`),
   );
+  const webhooks = isRecord(raw["webhooks"]) ? raw["webhooks"] : {};
+  if (isRecord(webhooks["flux"])) secretAt(webhooks["flux"]["hmacKey"], "webhooks.flux.hmacKey");
+  if (isRecord(webhooks["argocd"])) secretAt(webhooks["argocd"]["token"], "webhooks.argocd.token");
   list(isRecord(raw["flux"]) ? raw["flux"]["clusters"] : undefined).forEach((cluster, i) => {
     if (cluster["kubeconfig"] === undefined && !options.env["KUBERNETES_SERVICE_HOST"]) {
       problems.push(
@@ -110,6 +114,15 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
     }),
     argocd: {
       servers: parsed.data.argocd.servers.map((server) => ({ ...server, token: silent(server.token, "") })),
+    },
+    webhooks: {
+      maxBodyBytes: parsed.data.webhooks.maxBodyBytes,
+      ...(parsed.data.webhooks.flux
+        ? { flux: { hmacKey: silent(parsed.data.webhooks.flux.hmacKey, "") } }
+        : {}),
+      ...(parsed.data.webhooks.argocd
+        ? { argocd: { token: silent(parsed.data.webhooks.argocd.token, "") } }
+        : {}),
     },
   };
 }

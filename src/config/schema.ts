@@ -161,6 +161,25 @@ export const fileConfigSchema = z.strictObject({
     .array(repositorySchema)
     .default([])
     .refine((l) => l.length > 0, "configure at least one repository"),
+  /**
+   * Notification receivers on the HTTP server. A notification only makes the waiting deployments read the tool's
+   * API at once; the API decides. Each receiver is off until its secret is configured.
+   */
+  webhooks: z
+    .strictObject({
+      /** Bodies over this size are refused with 413. */
+      maxBodyBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(16 * 1024 * 1024)
+        .default(1024 * 1024),
+      /** `POST /webhooks/flux`: a Flux notification-controller Provider of type generic-hmac with this key. */
+      flux: z.strictObject({ hmacKey: secretRefSchema }).optional(),
+      /** `POST /webhooks/argocd`: an Argo CD Notifications webhook sending `Authorization: Bearer <token>`. */
+      argocd: z.strictObject({ token: secretRefSchema }).optional(),
+    })
+    .default({ maxBodyBytes: 1024 * 1024 }),
   argocd: z.strictObject({ servers: z.array(argoCdServerSchema) }).default({ servers: [] }),
   flux: z.strictObject({ clusters: z.array(fluxClusterSchema) }).default({ clusters: [] }),
   targets: z

@@ -38,6 +38,13 @@ export function fluxSimulatorBackend(): FluxBackendFactory {
     await writeFile(kubeconfig, simulator.kubeconfig());
     return {
       kubeconfig,
+      kustomization: async (name) => {
+        const path = `/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/${name}`;
+        const answer = await fetch(`${simulator.url}${path}`, {
+          headers: { authorization: `Bearer ${FLUX_SIMULATOR_TOKEN}` },
+        });
+        return (await answer.json()) as { status?: { lastAppliedRevision?: string } };
+      },
       stop: async () => {
         await simulator.stop();
         await rm(dir, { recursive: true, force: true });

@@ -79,6 +79,8 @@ export interface DeploymentWorldOptions {
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
   /** The service's `argocd.servers[].watch`; default true (the watch stream). */
   watch?: boolean;
+  /** Turns on the webhook receivers with these secrets (and `maxBodyBytes` 4096). */
+  webhooks?: { fluxHmacKey: string; argocdToken: string };
   /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
   flux?: FluxBackendFactory;
 }
@@ -87,6 +89,8 @@ export interface DeploymentWorldOptions {
 export interface FluxBackend {
   /** A kubeconfig file for the service. */
   kubeconfig: string;
+  /** The Kustomization `name` in flux-system as the API server has it. */
+  kustomization(name: string): Promise<{ status?: { lastAppliedRevision?: string } }>;
   stop(): Promise<void>;
 }
 export type FluxBackendFactory = (setup: GitopsSetup) => Promise<FluxBackend>;
@@ -140,6 +144,7 @@ export const fluxFiles: Readonly<Record<string, string>> = {
 interface ServiceConfigValues {
   kubeconfig: string | undefined;
   watch: boolean;
+  webhooks: boolean;
   repoUrl: string;
   argoUrl: string;
   cacheDir: string;
@@ -151,6 +156,7 @@ interface ServiceConfigValues {
 function serviceConfig({
   kubeconfig,
   watch,
+  webhooks,
   repoUrl,
   argoUrl,
   cacheDir,
@@ -165,7 +171,15 @@ log: { level: ${logLevel} }
 git:
   cacheDir: ${cacheDir}
   pushAttempts: 5
-repositories:
+${
+  webhooks
+    ? `webhooks:
+  maxBodyBytes: 4096
+  flux: { hmacKey: { fromEnv: TEST_FLUX_HMAC_KEY } }
+  argocd: { token: { fromEnv: TEST_ARGOCD_WEBHOOK_TOKEN } }
+`
+    : ""
+}repositories:
   - name: gitops
     url: ${repoUrl}
     branch: main
@@ -304,6 +318,7 @@ export class DeploymentWorld {
       text: serviceConfig({
         kubeconfig: this.flux?.kubeconfig,
         watch: this.options.watch ?? true,
+        webhooks: this.options.webhooks !== undefined,
         repoUrl: this.gitServer.repoUrl("gitops.git"),
         argoUrl: this.argo.url,
         cacheDir: this.cacheDir,
@@ -317,6 +332,8 @@ export class DeploymentWorld {
         TEST_GIT_TOKEN: GIT_TOKEN,
         TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
         TEST_ARGO_TOKEN: this.argo.token,
+        TEST_FLUX_HMAC_KEY: this.options.webhooks?.fluxHmacKey,
+        TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
       },
     });
     const lines = this.logLines;

@@ -501,6 +501,7 @@ export function fluxLabBackend(): FluxBackendFactory {
       }
       return {
         kubeconfig: kube.kubeconfig,
+        kustomization: (name) => flux.kustomization(name),
         stop: async () => {
           await flux.stop();
           await kube.stop();

@@ -1,5 +1,7 @@
 import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import { News } from "../news.js";
 import { WaitLoop } from "../wait-loop.js";
+import type { WakeUps } from "../wake-ups.js";
 import type { Application } from "./application-schema.js";
 import type { ArgoCdClient } from "./argocd-client.js";
 import type { ArgoCdStream } from "./argocd-stream.js";
@@ -12,6 +14,8 @@ export interface ArgoCdSyncWatcherOptions {
   stream?: ArgoCdStream;
   /** How often the application is read while the stream is up: a safety net only. */
   watchPollIntervalMs?: number;
+  /** Argo CD Notifications received by the webhook: each makes the application be read at once. */
+  wakeUps?: WakeUps;
 }
 
 const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
@@ -79,14 +83,16 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     const loop = new WaitLoop(request, `Argo CD application ${application}`, "Argo CD");
     const query = appNamespace ? { appNamespace } : {};
     // Subscribed before the first read, so that no version the stream brings is missed.
-    const news = new StreamNews();
+    const news = new News<Application>();
     const unsubscribe = this.options.stream?.subscribe(application, (app) => {
       if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
     });
+    const unregister = this.options.wakeUps?.register("argocd", appNamespace, application, () => news.poke());
     try {
       return await this.follow(request, loop, query, news);
     } finally {
       unsubscribe?.();
+      unregister?.();
     }
   }
 
@@ -94,7 +100,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     request: SyncRequest,
     loop: WaitLoop,
     query: { appNamespace?: string },
-    news: StreamNews,
+    news: News<Application>,
   ): Promise<SyncOutcome> {
     const { client, stream } = this.options;
     const { application, signal, logger } = request;
@@ -163,33 +169,5 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       revision: synced,
       message: `Argo CD synced application ${name} to commit ${commit}${partOf(synced, request.commit)}; it is Synced and Healthy`,
     };
-  }
-}
-
-/** Versions of one application from the watch stream, and a signal that fires when one arrives. */
-class StreamNews {
-  private latest: Application | undefined;
-  private waiting: AbortController | undefined;
-
-  push(app: Application): void {
-    this.latest = app;
-    this.waiting?.abort();
-  }
-
-  pending(): boolean {
-    return this.latest !== undefined;
-  }
-
-  /** A signal for the next pause; fires when a version arrives. */
-  wake(): AbortSignal {
-    this.waiting = new AbortController();
-    return this.waiting.signal;
-  }
-
-  /** The newest version since the last take; older ones are superseded by it. */
-  take(): Application | undefined {
-    const app = this.latest;
-    this.latest = undefined;
-    return app;
   }
 }

@@ -1,6 +1,8 @@
 import { TerminalError } from "../../shared/errors.js";
 import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import { News } from "../news.js";
 import { WaitLoop } from "../wait-loop.js";
+import type { WakeUps } from "../wake-ups.js";
 import type { FluxClient, FluxKind } from "./flux-client.js";
 import { condition, type FluxCondition, type FluxSource, type Kustomization } from "./flux-objects.js";
 import { commitOfRevision } from "./flux-revision.js";
@@ -9,6 +11,8 @@ export interface FluxSyncWatcherOptions {
   client: FluxClient;
   /** How often the Kustomization is read while waiting. */
   pollIntervalMs: number;
+  /** Flux notifications received by the webhook: each makes the Kustomization be read at once. */
+  wakeUps?: WakeUps;
 }
 
 /** Ready=False reasons that end a reconcile of the attempted revision (kustomize-controller; docs/testing.md). */
@@ -56,11 +60,27 @@ export class FluxSyncWatcher implements SyncWatcher {
   constructor(private readonly options: FluxSyncWatcherOptions) {}
 
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
-    const { client } = this.options;
     const name = request.application;
     const namespace = request.appNamespace ?? "flux-system";
     const loop = new WaitLoop(request, `Flux Kustomization ${namespace}/${name}`, "Flux");
 
+    const news = new News<never>();
+    const unregister = this.options.wakeUps?.register("flux", namespace, name, () => news.poke());
+    try {
+      return await this.follow(request, loop, namespace, name, news);
+    } finally {
+      unregister?.();
+    }
+  }
+
+  private async follow(
+    request: SyncRequest,
+    loop: WaitLoop,
+    namespace: string,
+    name: string,
+    news: News<never>,
+  ): Promise<SyncOutcome> {
+    const { client } = this.options;
     let ks = await loop.call(() => client.kustomization(namespace, name));
     if (ks.spec.suspend) {
       throw new TerminalError(
@@ -81,7 +101,7 @@ export class FluxSyncWatcher implements SyncWatcher {
       const verdict = await this.verdict(ks, source, request);
       if (verdict) return verdict;
       loop.lastSeen = describe(ks, source);
-      await loop.pause(this.options.pollIntervalMs);
+      await loop.pause(this.options.pollIntervalMs, news.wake());
       ks = await loop.call(() => client.kustomization(namespace, name));
     }
   }
