@@ -91,6 +91,8 @@ export interface FluxBackend {
   kubeconfig: string;
   /** The Kustomization `name` in flux-system as the API server has it. */
   kustomization(name: string): Promise<{ status?: { lastAppliedRevision?: string } }>;
+  /** When it runs notification-controller: send every Kustomization event to `url`, signed with `hmacKey`. */
+  sendNotifications?(url: string, hmacKey: string): Promise<void>;
   stop(): Promise<void>;
 }
 export type FluxBackendFactory = (setup: GitopsSetup) => Promise<FluxBackend>;
@@ -346,6 +348,9 @@ export class DeploymentWorld {
     const logger = createLogger({ level: config.log.level, secrets, destination });
     this.app = buildApp({ config, logger, secrets });
     this.httpUrl = (await this.app.start()).httpUrl;
+    if (this.options.webhooks && this.flux?.sendNotifications) {
+      await this.flux.sendNotifications(`${this.httpUrl}/webhooks/flux`, this.options.webhooks.fluxHmacKey);
+    }
   }
 
   /** The Argo CD simulator, when that is the backend (the lab has none). */

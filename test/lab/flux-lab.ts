@@ -476,14 +476,17 @@ function nowRfc3339Nano(): string {
  * own with the syncfail admission policy, source-controller and kustomize-controller, the GitRepository `gitops`
  * and the Kustomizations of FLUX_KUSTOMIZATIONS.
  */
-export function fluxLabBackend(): FluxBackendFactory {
+export function fluxLabBackend(options: FluxLabOptions = {}): FluxBackendFactory {
   return async (setup: GitopsSetup): Promise<FluxBackend> => {
-    await requireLabBinaries([...FLUX_LAB_BINARIES]);
+    await requireLabBinaries([
+      ...FLUX_LAB_BINARIES,
+      ...(options.notifications ? [FLUX_NOTIFICATION_BINARY] : []),
+    ]);
     const dir = await mkdtemp(join(tmpdir(), "lab-flux-flow-"));
     const kube = await KubeLab.start(dir);
     try {
       for (const object of SYNCFAIL_POLICY) await kube.apply(object);
-      const flux = await FluxLab.start(kube, dir);
+      const flux = await FluxLab.start(kube, dir, options);
       await flux.createGitRepository({
         name: "gitops",
         url: setup.repoUrl,
@@ -502,6 +505,24 @@ export function fluxLabBackend(): FluxBackendFactory {
       return {
         kubeconfig: kube.kubeconfig,
         kustomization: (name) => flux.kustomization(name),
+        ...(options.notifications
+          ? {
+              sendNotifications: async (url: string, hmacKey: string) => {
+                await flux.createProvider({
+                  name: "keptn",
+                  type: "generic-hmac",
+                  address: url,
+                  token: hmacKey,
+                });
+                await flux.createAlert({
+                  name: "keptn",
+                  provider: "keptn",
+                  eventSeverity: "info",
+                  eventSources: [{ kind: "Kustomization", name: "*" }],
+                });
+              },
+            }
+          : {}),
         stop: async () => {
           await flux.stop();
           await kube.stop();
