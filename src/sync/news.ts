@@ -5,6 +5,21 @@
 export class News<T> {
   private latest: T | undefined;
   private waiting: AbortController | undefined;
+  private followUpUntil = 0;
+
+  /**
+   * @param followUp after a poke, read every `everyMs` for `forMs`: notifications come early (Argo CD's
+   *   on-sync-succeeded while the app is still OutOfSync; Flux's Ready before lastAppliedRevision moves), and the
+   *   state they announce shows in the API a moment later, with no second notification.
+   */
+  constructor(
+    private readonly followUp: { everyMs: number; forMs: number } = { everyMs: 1_000, forMs: 30_000 },
+  ) {}
+
+  /** The pause before the next read: `baseMs`, or the follow-up interval shortly after a poke. */
+  interval(baseMs: number): number {
+    return Date.now() < this.followUpUntil ? Math.min(baseMs, this.followUp.everyMs) : baseMs;
+  }
 
   /** A version of the object; the next read uses it instead of asking the API. */
   push(version: T): void {
@@ -12,8 +27,9 @@ export class News<T> {
     this.waiting?.abort();
   }
 
-  /** Something may have changed: read the API now. */
+  /** Something may have changed: read the API now, and again shortly after. */
   poke(): void {
+    this.followUpUntil = Date.now() + this.followUp.forMs;
     this.waiting?.abort();
   }
 

@@ -77,6 +77,7 @@ export interface ArgoCdLabOptions {
  */
 export class ArgoCdLab implements ArgoCdBackend {
   private constructor(
+    private readonly kube: KubeLab,
     private readonly proxy: RecordingProxy,
     readonly token: string,
     readonly serverUrl: string,
@@ -95,8 +96,28 @@ export class ArgoCdLab implements ArgoCdBackend {
     this.proxy.injectFailures(count, status);
   }
 
-  static backend(kube: KubeLab, dir: string): ArgoCdBackendFactory {
-    return (setup) => ArgoCdLab.start(kube, dir, setup);
+  static backend(kube: KubeLab, dir: string, options: ArgoCdLabOptions = {}): ArgoCdBackendFactory {
+    return (setup) => ArgoCdLab.start(kube, dir, setup, options);
+  }
+
+  /**
+   * Points argocd-notifications (started with `notifications`) at the service: replaces argocd-notifications-cm
+   * with `configMap` and the secret with `secret`; the controller watches both.
+   */
+  async sendNotifications(configMap: Record<string, string>, secret: Record<string, string>): Promise<void> {
+    const labels = { "app.kubernetes.io/part-of": "argocd" };
+    await this.kube.apply({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: "argocd-notifications-secret", namespace: NAMESPACE, labels },
+      stringData: secret,
+    });
+    await this.kube.apply({
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: "argocd-notifications-cm", namespace: NAMESPACE, labels },
+      data: configMap,
+    });
   }
 
   static async start(
@@ -333,7 +354,7 @@ export class ArgoCdLab implements ArgoCdBackend {
       }
       for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl, kube.url));
       const proxy = await RecordingProxy.start(serverUrl);
-      return new ArgoCdLab(proxy, token, serverUrl, processes);
+      return new ArgoCdLab(kube, proxy, token, serverUrl, processes);
     } catch (error) {
       for (const started of processes.reverse()) await started.stop();
       throw error;

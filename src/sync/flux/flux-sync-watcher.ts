@@ -101,7 +101,7 @@ export class FluxSyncWatcher implements SyncWatcher {
       const verdict = await this.verdict(ks, source, request);
       if (verdict) return verdict;
       loop.lastSeen = describe(ks, source);
-      await loop.pause(this.options.pollIntervalMs, news.wake());
+      await loop.pause(news.interval(this.options.pollIntervalMs), news.wake());
       ks = await loop.call(() => client.kustomization(namespace, name));
     }
   }
