@@ -328,6 +328,42 @@ async function run(world: DeploymentWorld, count: number, interrupted: AbortSign
   }
 }
 
+/** (e): `count` deployments triggered at once; how many Argo CD API requests the service made for them. */
+interface BurstResult {
+  count: number;
+  seconds: number;
+  requests: number;
+  byKind: Record<string, number>;
+  streams: number;
+}
+
+async function burst(world: DeploymentWorld, count: number): Promise<BurstResult> {
+  // Warm-up, not counted: the cache clone and the first stream connection.
+  const warm = world.trigger({ image: "docker.io/keptnexamples/carts:2.0.0" });
+  await world.answersFor(warm.id, 60_000);
+  const before = world.argo.requests.length;
+  const began = performance.now();
+  const ids = Array.from(
+    { length: count },
+    (_, i) => world.trigger({ image: `docker.io/keptnexamples/carts:2.1.${i + 1}` }).id,
+  );
+  for (const id of ids) {
+    const { finished } = await world.answersFor(id, 600_000);
+    if (finished.data.result !== "pass") throw new Error(`burst deployment ${id}: ${finished.data.message}`);
+  }
+  const seconds = (performance.now() - began) / 1000;
+  const calls = world.argo.requests.slice(before);
+  const byKind: Record<string, number> = {};
+  for (const call of calls) {
+    const kind =
+      call.path === "/api/v1/stream/applications"
+        ? "stream connect"
+        : `${call.method} ${call.path.endsWith("/sync") ? "sync" : call.query["refresh"] ? "refresh" : "read"}`;
+    byKind[kind] = (byKind[kind] ?? 0) + 1;
+  }
+  return { count, seconds, requests: calls.length, byKind, streams: byKind["stream connect"] ?? 0 };
+}
+
 // ---- output -----------------------------------------------------------------------------------------------
 
 const execFileText = async (file: string, args: string[]) =>
@@ -376,7 +412,13 @@ function ratio(measured: number[], baseline: number[]): string {
   return `${"    ratio of the medians".padEnd(LABEL)}${"".padStart(4)}${`x${value.toFixed(2)}`.padStart(10)}`;
 }
 
-function report(results: Results, watched: Results, header: string[], seconds: number): string {
+function report(
+  results: Results,
+  watched: Results,
+  burstResult: BurstResult,
+  header: string[],
+  seconds: number,
+): string {
   const { deployments, roundTrips, plainGit, triggeredBytes } = results;
   const service = deployments.map((d) => d.git);
   const git = (times: GitTimes[], key: keyof GitTimes) => times.map((t) => t[key]);
@@ -418,6 +460,16 @@ function report(results: Results, watched: Results, header: string[], seconds: n
     ),
     "    (d) has no baseline: the stream frame itself is the signal; (c) is the polling it replaces",
     "",
+    `(e) ${burstResult.count} deployments triggered at once (watch: true, pollInterval 2 s): ` +
+      `all finished in ${burstResult.seconds.toFixed(1)} s`,
+    `    Argo CD API requests per deployment: ${(burstResult.requests / burstResult.count).toFixed(2)} ` +
+      `(${burstResult.requests} in all: ${Object.entries(burstResult.byKind)
+        .map(([kind, n]) => `${n} ${kind}`)
+        .join(", ")})`,
+    `    baseline: one read per deployment per 2 s poll while in flight would be about ` +
+      `${((burstResult.count * burstResult.seconds) / 2 / 2 / burstResult.count).toFixed(1)} per deployment ` +
+      "(each in flight for half the run on average; the naive cost)",
+    "",
     "where (b) goes, as the git server saw it",
     ...phase("start -> first git request received", "toFirstRequest"),
     ...phase("-> push begins (fetch, local git work)", "fetchAndLocal"),
@@ -435,8 +487,16 @@ function report(results: Results, watched: Results, header: string[], seconds: n
 
 // ---- main -------------------------------------------------------------------------------------------------
 
+function burstArgument(): number {
+  const { values } = parseArgs({ options: { deployments: { type: "string" }, burst: { type: "string" } } });
+  const count = Number(values.burst ?? 500);
+  if (!Number.isInteger(count) || count < 10)
+    throw new Error("--burst must be a whole number of at least 10");
+  return count;
+}
+
 function deploymentsArgument(): number {
-  const { values } = parseArgs({ options: { deployments: { type: "string" } } });
+  const { values } = parseArgs({ options: { deployments: { type: "string" }, burst: { type: "string" } } });
   const count = Number(values.deployments ?? DEFAULT_DEPLOYMENTS);
   if (!Number.isInteger(count) || count < MIN_DEPLOYMENTS) {
     throw new Error(`--deployments must be a whole number of at least ${MIN_DEPLOYMENTS}`);
@@ -473,9 +533,21 @@ async function main(): Promise<void> {
       }
     }
   }
+  const burstWorld = await DeploymentWorld.start({
+    argo: ARGO,
+    servicePollIntervalMs: 2_000,
+    watch: true,
+    logLevel: LOG_LEVEL,
+  });
+  let burstResult: BurstResult;
+  try {
+    burstResult = await burst(burstWorld, burstArgument());
+  } finally {
+    await burstWorld.stop();
+  }
   process.off("SIGINT", onSigint);
   if (!results || !watched) throw new Error("a run of the bench did not finish");
-  console.log(report(results, watched, header, (performance.now() - began) / 1000));
+  console.log(report(results, watched, burstResult, header, (performance.now() - began) / 1000));
 }
 
 main().catch((error: unknown) => {
