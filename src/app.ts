@@ -43,7 +43,8 @@ export function registerSecrets(config: AppConfig, secrets: SecretRegistry): voi
     if (repository.auth) secrets.addBasicAuth(repository.auth.username, repository.auth.token);
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
-  if (config.webhooks.flux) secrets.add(config.webhooks.flux.hmacKey);
+  if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);
+  if (config.webhooks.flux?.token) secrets.add(config.webhooks.flux.token);
   if (config.webhooks.argocd) secrets.add(config.webhooks.argocd.token);
 }
 
@@ -130,7 +131,8 @@ export function buildApp(deps: AppDependencies): App {
   const http = buildHttpApp({ checks: () => ({ config: true, nats: controlPlane.isConnected() }) });
   mountWebhooks(http, {
     maxBodyBytes: config.webhooks.maxBodyBytes,
-    ...(config.webhooks.flux ? { fluxHmacKey: config.webhooks.flux.hmacKey } : {}),
+    ...(config.webhooks.flux?.hmacKey ? { fluxHmacKey: config.webhooks.flux.hmacKey } : {}),
+    ...(config.webhooks.flux?.token ? { fluxToken: config.webhooks.flux.token } : {}),
     ...(config.webhooks.argocd ? { argocdToken: config.webhooks.argocd.token } : {}),
     wakeUps,
     logger,

@@ -14,7 +14,7 @@ import {
 export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks"> {
   repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: { username: string; token: string } }>;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
-  webhooks: { maxBodyBytes: number; flux?: { hmacKey: string }; argocd?: { token: string } };
+  webhooks: { maxBodyBytes: number; flux?: { hmacKey?: string; token?: string }; argocd?: { token: string } };
 }
 
 /** Every problem found, each with the path of the key it is about. */
@@ -94,7 +94,10 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
     secretAt(server["token"], `argocd.servers.${i}.token`),
   );
   const webhooks = isRecord(raw["webhooks"]) ? raw["webhooks"] : {};
-  if (isRecord(webhooks["flux"])) secretAt(webhooks["flux"]["hmacKey"], "webhooks.flux.hmacKey");
+  if (isRecord(webhooks["flux"])) {
+    secretAt(webhooks["flux"]["hmacKey"], "webhooks.flux.hmacKey");
+    secretAt(webhooks["flux"]["token"], "webhooks.flux.token");
+  }
   if (isRecord(webhooks["argocd"])) secretAt(webhooks["argocd"]["token"], "webhooks.argocd.token");
   list(isRecord(raw["flux"]) ? raw["flux"]["clusters"] : undefined).forEach((cluster, i) => {
     if (cluster["kubeconfig"] === undefined && !options.env["KUBERNETES_SERVICE_HOST"]) {
@@ -118,7 +121,16 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
     webhooks: {
       maxBodyBytes: parsed.data.webhooks.maxBodyBytes,
       ...(parsed.data.webhooks.flux
-        ? { flux: { hmacKey: silent(parsed.data.webhooks.flux.hmacKey, "") } }
+        ? {
+            flux: {
+              ...(parsed.data.webhooks.flux.hmacKey
+                ? { hmacKey: silent(parsed.data.webhooks.flux.hmacKey, "") }
+                : {}),
+              ...(parsed.data.webhooks.flux.token
+                ? { token: silent(parsed.data.webhooks.flux.token, "") }
+                : {}),
+            },
+          }
         : {}),
       ...(parsed.data.webhooks.argocd
         ? { argocd: { token: silent(parsed.data.webhooks.argocd.token, "") } }

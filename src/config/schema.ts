@@ -174,8 +174,16 @@ export const fileConfigSchema = z.strictObject({
         .min(1024)
         .max(16 * 1024 * 1024)
         .default(1024 * 1024),
-      /** `POST /webhooks/flux`: a Flux notification-controller Provider of type generic-hmac with this key. */
-      flux: z.strictObject({ hmacKey: secretRefSchema }).optional(),
+      /**
+       * `POST /webhooks/flux`: a Flux notification-controller Provider of type generic-hmac with `hmacKey`, or of
+       * type generic sending `Authorization: Bearer <token>` from its Secret's `headers`.
+       */
+      flux: z
+        .strictObject({ hmacKey: secretRefSchema.optional(), token: secretRefSchema.optional() })
+        .refine((flux) => flux.hmacKey || flux.token, {
+          message: "give hmacKey (generic-hmac Provider), token (generic Provider with a header), or both",
+        })
+        .optional(),
       /** `POST /webhooks/argocd`: an Argo CD Notifications webhook sending `Authorization: Bearer <token>`. */
       argocd: z.strictObject({ token: secretRefSchema }).optional(),
     })

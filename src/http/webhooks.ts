@@ -6,8 +6,10 @@ import type { WakeUps } from "../sync/wake-ups.js";
 
 export interface WebhookOptions {
   maxBodyBytes: number;
-  /** The key of the Flux Provider (type generic-hmac); the Flux route is off without it. */
+  /** The key of a Flux Provider of type generic-hmac. */
   fluxHmacKey?: string;
+  /** The bearer token a Flux Provider of type generic sends from its Secret's `headers`. */
+  fluxToken?: string;
   /** The token Argo CD Notifications sends as `Authorization: Bearer`; the Argo CD route is off without it. */
   argocdToken?: string;
   wakeUps: WakeUps;
@@ -39,13 +41,22 @@ const HMAC_ALGORITHMS = new Set(["sha1", "sha224", "sha256", "sha384", "sha512"]
  */
 export function mountWebhooks(app: Express, options: WebhookOptions): void {
   const raw = express.raw({ type: () => true, limit: options.maxBodyBytes });
-  const { fluxHmacKey, argocdToken, wakeUps, logger } = options;
+  const { fluxHmacKey, fluxToken, argocdToken, wakeUps, logger } = options;
 
-  if (fluxHmacKey) {
+  if (fluxHmacKey || fluxToken) {
     app.post("/webhooks/flux", raw, (req, res) => {
       const body = rawBody(req);
-      if (!validFluxSignature(req.get("x-signature"), body, fluxHmacKey)) {
-        refuse(res, 401, "the X-Signature header is missing or does not match the body (generic-hmac key)");
+      const signed =
+        fluxHmacKey !== undefined && validFluxSignature(req.get("x-signature"), body, fluxHmacKey);
+      const bearing = fluxToken !== undefined && sameSecret(bearer(req.get("authorization")), fluxToken);
+      if (!signed && !bearing) {
+        refuse(
+          res,
+          401,
+          fluxHmacKey
+            ? "the X-Signature header is missing or does not match the body (generic-hmac key)"
+            : "the Authorization header does not carry the configured webhook token",
+        );
         return;
       }
       const event = parseJson(body, fluxEventSchema, res);

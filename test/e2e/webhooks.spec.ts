@@ -7,6 +7,7 @@ import { DeploymentWorld } from "./world.js";
 
 const FLUX_HMAC_KEY = "flux-hmac-key-5b7d9e1f3a";
 const ARGOCD_WEBHOOK_TOKEN = "argocd-webhook-token-8c6a4e2b0d";
+const FLUX_GENERIC_TOKEN = "flux-generic-token-4d2f6b8a1c";
 
 /** A Flux event as notification-controller v1.9 posts it (shape pinned in test/lab/flux-notifications.real.spec.ts). */
 function fluxEvent(name: string, revision: string, reason = "ReconciliationSucceeded"): string {
@@ -44,7 +45,11 @@ describe("notification webhooks (Flux generic-hmac, Argo CD Notifications)", fun
       flux: fluxSimulatorBackend(),
       watch: false,
       servicePollIntervalMs: 60_000,
-      webhooks: { fluxHmacKey: FLUX_HMAC_KEY, argocdToken: ARGOCD_WEBHOOK_TOKEN },
+      webhooks: {
+        fluxHmacKey: FLUX_HMAC_KEY,
+        argocdToken: ARGOCD_WEBHOOK_TOKEN,
+        fluxToken: FLUX_GENERIC_TOKEN,
+      },
     });
   });
   after(async () => {
@@ -129,6 +134,14 @@ describe("notification webhooks (Flux generic-hmac, Argo CD Notifications)", fun
     expect(finished.data).to.include({ status: "succeeded", result: "pass" });
   });
 
+  it("takes a Flux generic Provider's bearer token (from its Secret's headers) instead of a signature", async () => {
+    const body = fluxEvent("podtato-head-dev", `main@sha1:${"b".repeat(40)}`);
+    const answer = await post("/webhooks/flux", body, { authorization: `Bearer ${FLUX_GENERIC_TOKEN}` });
+    expect(answer.status).to.equal(202);
+    const wrong = await post("/webhooks/flux", body, { authorization: "Bearer not-the-token" });
+    expect(wrong.status).to.equal(401);
+  });
+
   describe("refuses what it must not trust", () => {
     const body = fluxEvent("podtato-head-dev", `main@sha1:${"a".repeat(40)}`);
 
@@ -179,6 +192,7 @@ describe("notification webhooks (Flux generic-hmac, Argo CD Notifications)", fun
       const all = world.logLines.join("\n");
       expect(all).to.not.include(FLUX_HMAC_KEY);
       expect(all).to.not.include(ARGOCD_WEBHOOK_TOKEN);
+      expect(all).to.not.include(FLUX_GENERIC_TOKEN);
     });
   });
 });

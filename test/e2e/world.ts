@@ -80,7 +80,7 @@ export interface DeploymentWorldOptions {
   /** The service's `argocd.servers[].watch`; default true (the watch stream). */
   watch?: boolean;
   /** Turns on the webhook receivers with these secrets (and `maxBodyBytes` 4096). */
-  webhooks?: { fluxHmacKey: string; argocdToken: string };
+  webhooks?: { fluxHmacKey: string; argocdToken: string; fluxToken?: string };
   /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
   flux?: FluxBackendFactory;
 }
@@ -177,7 +177,7 @@ ${
   webhooks
     ? `webhooks:
   maxBodyBytes: 4096
-  flux: { hmacKey: { fromEnv: TEST_FLUX_HMAC_KEY } }
+  flux: { hmacKey: { fromEnv: TEST_FLUX_HMAC_KEY }, token: { fromEnv: TEST_FLUX_WEBHOOK_TOKEN } }
   argocd: { token: { fromEnv: TEST_ARGOCD_WEBHOOK_TOKEN } }
 `
     : ""
@@ -335,6 +335,7 @@ export class DeploymentWorld {
         TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
         TEST_ARGO_TOKEN: this.argo.token,
         TEST_FLUX_HMAC_KEY: this.options.webhooks?.fluxHmacKey,
+        TEST_FLUX_WEBHOOK_TOKEN: this.options.webhooks?.fluxToken ?? "flux-generic-token-unused-7e9a",
         TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
       },
     });
