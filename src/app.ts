@@ -12,6 +12,7 @@ import { mountWebhooks } from "./http/webhooks.js";
 import type { Logger } from "./shared/logger.js";
 import type { SecretRegistry } from "./shared/secrets.js";
 import { ArgoCdClient } from "./sync/argocd/argocd-client.js";
+import { ArgoCdPollSchedule } from "./sync/argocd/argocd-poll-schedule.js";
 import { ArgoCdStream } from "./sync/argocd/argocd-stream.js";
 import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
 import { FluxClient } from "./sync/flux/flux-client.js";
@@ -74,6 +75,8 @@ export function buildApp(deps: AppDependencies): App {
   });
   /** One watch stream per Argo CD server that has `watch` on; closed when the service stops. */
   const streams: ArgoCdStream[] = [];
+  /** One shared poll schedule per Argo CD server; stopped when the service stops. */
+  const schedules: ArgoCdPollSchedule[] = [];
   /** One sync watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
   const syncWatchers = new Map<string, SyncWatcher>([
     ...config.argocd.servers.map((server): [string, SyncWatcher] => {
@@ -86,18 +89,28 @@ export function buildApp(deps: AppDependencies): App {
           })
         : undefined;
       if (stream) streams.push(stream);
+      const client = new ArgoCdClient({
+        baseUrl: server.url,
+        token: server.token,
+        requestTimeoutMs: server.requestTimeout,
+        ...(deps.fetch ? { fetch: deps.fetch } : {}),
+      });
+      const schedule = new ArgoCdPollSchedule({
+        client,
+        intervalMs: server.pollInterval,
+        logger,
+        ...(stream ? { stream } : {}),
+      });
+      schedules.push(schedule);
       return [
         watcherKey("argocd", server.name),
         new ArgoCdSyncWatcher({
-          client: new ArgoCdClient({
-            baseUrl: server.url,
-            token: server.token,
-            requestTimeoutMs: server.requestTimeout,
-            ...(deps.fetch ? { fetch: deps.fetch } : {}),
-          }),
+          client,
           pollIntervalMs: server.pollInterval,
           wakeUps,
-          ...(stream ? { stream, watchPollIntervalMs: server.watchPollInterval } : {}),
+          schedule,
+          watchPollIntervalMs: server.watchPollInterval,
+          ...(stream ? { stream } : {}),
         }),
       ];
     }),
@@ -154,6 +167,7 @@ export function buildApp(deps: AppDependencies): App {
     async stop() {
       await connector.stop();
       await Promise.all(streams.map((stream) => stream.close()));
+      for (const schedule of schedules) schedule.stop();
       await controlPlane.close();
       if (server) await close(server);
       logger.info("keptn-gitops-service stopped");

@@ -65,3 +65,42 @@ export function watchScenarios({ backend, startWorld, testTimeoutMs }: WatchScen
     });
   });
 }
+
+/**
+ * Without the stream (`watch: false`): one `GET /api/v1/applications` per poll interval serves every in-flight
+ * deployment; a deployment reads its own application only for the refresh right after its push.
+ */
+export function sharedPollScenarios({ backend, startWorld, testTimeoutMs }: WatchScenarioOptions): void {
+  describe(`the shared poll schedule, no stream (${backend})`, function () {
+    this.timeout(testTimeoutMs);
+    let world: DeploymentWorld;
+
+    before(async function () {
+      this.timeout(300_000);
+      world = await startWorld();
+    });
+    after(async () => {
+      await world?.stop();
+    });
+
+    it("finishes concurrent deployments from list reads, with one read of each application (the refresh)", async () => {
+      const before = world.argo.requests.length;
+      const carts = world.trigger({ image: "docker.io/keptnexamples/carts:0.23.0" });
+      const orders = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.23.0" });
+      for (const { id } of [carts, orders]) {
+        const { finished } = await world.answersFor(id, 30_000);
+        expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+      }
+      const calls = world.argo.requests.slice(before);
+      for (const app of ["carts-dev", "orders-dev"]) {
+        const own = calls.filter((r) => r.method === "GET" && r.path === `/api/v1/applications/${app}`);
+        expect(
+          own.map((r) => r.query["refresh"]),
+          app,
+        ).to.deep.equal(["normal"]);
+      }
+      expect(calls.some((r) => r.path === "/api/v1/applications")).to.equal(true);
+      expect(calls.some((r) => r.path === "/api/v1/stream/applications")).to.equal(false);
+    });
+  });
+}

@@ -57,6 +57,20 @@ export class ArgoCdClient {
     );
   }
 
+  /**
+   * `GET /api/v1/applications`: every application the token may see, in one answer (the shared poll schedule).
+   * Applications this service cannot read are left out.
+   */
+  async listApplications(signal?: AbortSignal): Promise<Application[]> {
+    const json = await this.json("GET", "/api/v1/applications", "(list)", undefined, signal);
+    const items = (json as { items?: unknown } | null)?.items;
+    if (!Array.isArray(items)) return [];
+    return items.flatMap((item) => {
+      const parsed = applicationSchema.safeParse(item);
+      return parsed.success ? [parsed.data] : [];
+    });
+  }
+
   private async request(
     method: string,
     path: string,
@@ -64,6 +78,23 @@ export class ArgoCdClient {
     body: unknown,
     signal?: AbortSignal,
   ): Promise<Application> {
+    const json = await this.json(method, path, app, body, signal);
+    const parsed = applicationSchema.safeParse(json);
+    if (!parsed.success) {
+      throw new TerminalError(
+        `Argo CD answered with an application this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
+      );
+    }
+    return parsed.data;
+  }
+
+  private async json(
+    method: string,
+    path: string,
+    app: string,
+    body: unknown,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
     const url = new URL(path, this.options.baseUrl);
     const timeout = AbortSignal.timeout(this.options.requestTimeoutMs);
     let response: Response;
@@ -87,21 +118,13 @@ export class ArgoCdClient {
     }
     const text = await response.text();
     if (!response.ok) throw this.failure(response.status, text, app);
-    let json: unknown;
     try {
-      json = JSON.parse(text);
+      return JSON.parse(text) as unknown;
     } catch {
       throw new RetryableError(
         `Argo CD at ${this.options.baseUrl} answered ${method} ${url.pathname} with a body that is not JSON`,
       );
     }
-    const parsed = applicationSchema.safeParse(json);
-    if (!parsed.success) {
-      throw new TerminalError(
-        `Argo CD answered with an application this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
-      );
-    }
-    return parsed.data;
   }
 
   private failure(status: number, text: string, app: string): Error {

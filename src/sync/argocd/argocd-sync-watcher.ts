@@ -4,6 +4,7 @@ import { WaitLoop } from "../wait-loop.js";
 import type { WakeUps } from "../wake-ups.js";
 import type { Application } from "./application-schema.js";
 import type { ArgoCdClient } from "./argocd-client.js";
+import type { ArgoCdPollSchedule } from "./argocd-poll-schedule.js";
 import type { ArgoCdStream } from "./argocd-stream.js";
 
 export interface ArgoCdSyncWatcherOptions {
@@ -16,6 +17,8 @@ export interface ArgoCdSyncWatcherOptions {
   watchPollIntervalMs?: number;
   /** Argo CD Notifications received by the webhook: each makes the application be read at once. */
   wakeUps?: WakeUps;
+  /** One list read per interval for all deployments on the server, while the stream is down or off. */
+  schedule?: ArgoCdPollSchedule;
 }
 
 const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
@@ -88,11 +91,15 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
     });
     const unregister = this.options.wakeUps?.register("argocd", appNamespace, application, () => news.poke());
+    const unschedule = this.options.schedule?.subscribe(application, (app) => {
+      if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
+    });
     try {
       return await this.follow(request, loop, query, news);
     } finally {
       unsubscribe?.();
       unregister?.();
+      unschedule?.();
     }
   }
 
@@ -102,7 +109,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     query: { appNamespace?: string },
     news: News<Application>,
   ): Promise<SyncOutcome> {
-    const { client, stream } = this.options;
+    const { client, stream, schedule } = this.options;
     const { application, signal, logger } = request;
 
     let app = await loop.call(() =>
@@ -120,7 +127,8 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       const verdict = await this.verdict(app, request);
       if (verdict) return verdict;
       loop.lastSeen = describe(app);
-      const watching = stream?.connected === true;
+      // The stream, or else the shared schedule, brings new versions; the own read is then only a safety net.
+      const watching = stream?.connected === true || schedule?.delivering === true;
       const interval = watching
         ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
         : this.options.pollIntervalMs;

@@ -903,6 +903,16 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       next();
     });
 
+    // server/application/application.go List: an ApplicationList of every application, sorted by name.
+    app.get("/api/v1/applications", (_req, res) => {
+      const records = [...this.apps.values()].sort((a, b) => a.config.name.localeCompare(b.config.name));
+      const version = Math.max(0, ...records.map((r) => r.resourceVersion));
+      sendJson(
+        res,
+        `{"metadata":{"resourceVersion":"${version}"},"items":[${records.map((r) => r.json).join(",")}]}`,
+      );
+    });
+
     app.get("/api/v1/applications/:name", async (req, res) => {
       const record = this.findApp(req.params.name, requestQuery(req));
       const refresh = requestQuery(req).get("refresh");
