@@ -74,6 +74,9 @@ function displayUrl(url: string): string {
   }
 }
 
+/** How many `includes` answers are remembered before the memory starts over. */
+const ANCESTRY_MEMORY = 10_000;
+
 /**
  * The GitOps repository through the real `git` CLI (simple-git). One clone per repository and branch lives in the
  * cache directory and is reused: fetch + hard reset before each change. Credentials reach git only through the
@@ -82,6 +85,11 @@ function displayUrl(url: string): string {
  */
 export class SimpleGitGitopsRepo implements GitopsRepo {
   private readonly mutex = new KeyedMutex();
+  /**
+   * Answers of `includes` for revisions the clone has: ancestry never changes, and the watchers ask again on
+   * every poll and stream frame, which would otherwise run git under the repository's lock each time.
+   */
+  private readonly ancestry = new Map<string, boolean>();
 
   constructor(private readonly options: SimpleGitGitopsRepoOptions) {}
 
@@ -147,21 +155,29 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
   async includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean> {
     if (revision.toLowerCase() === commit.toLowerCase()) return true;
     if (!/^[0-9a-f]{7,64}$/i.test(revision)) return false;
-    return this.mutex.run(this.key(repository), async () => {
+    const key = `${this.key(repository)} ${commit.toLowerCase()} ${revision.toLowerCase()}`;
+    const known = this.ancestry.get(key);
+    if (known !== undefined) return known;
+    const answer = await this.mutex.run(this.key(repository), async () => {
       const dir = await this.ensureClone(repository);
       const git = this.git(repository, dir);
-      const known = async () =>
+      const present = async () =>
         git.raw(["cat-file", "-t", `${revision}^{commit}`]).then(
           () => true,
           () => false,
         );
-      if (!(await known())) {
+      if (!(await present())) {
         await this.run(repository, "fetch", () => git.fetch("origin", repository.branch, ["--verbose"]));
-        if (!(await known())) return false;
+        // Not on the branch (yet): not remembered, a later fetch may bring it.
+        if (!(await present())) return undefined;
       }
       const base = (await git.raw(["merge-base", commit, revision]).catch(() => "")).trim();
       return base.toLowerCase() === commit.toLowerCase();
     });
+    if (answer === undefined) return false;
+    if (this.ancestry.size >= ANCESTRY_MEMORY) this.ancestry.clear();
+    this.ancestry.set(key, answer);
+    return answer;
   }
 
   private key(repository: RepositoryRef): string {
