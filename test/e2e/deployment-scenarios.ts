@@ -2,8 +2,14 @@ import { expect } from "chai";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { commitToBare, defaultGitopsFiles, gitLog, readFileAt } from "../support/gitops-fixture.js";
-import type { DeploymentWorld } from "./world.js";
-import { ARGO_TOKEN, GIT_TOKEN, WRONG_GIT_TOKEN, type KeptnEvent } from "./world.js";
+import {
+  ARGO_TOKEN,
+  GIT_TOKEN,
+  WRONG_GIT_TOKEN,
+  worldFor,
+  type DeploymentWorld,
+  type KeptnEvent,
+} from "./world.js";
 
 async function head(world: DeploymentWorld): Promise<string> {
   return (await gitLog(world.fixture.bareDir))[0]!.sha;
@@ -31,29 +37,21 @@ export function deploymentScenarios({
 }: ScenarioOptions): void {
   describe(`deployment through GitOps (NATS -> git -> ${backend})`, function () {
     this.timeout(testTimeoutMs);
-    let world: DeploymentWorld;
-
-    before(async function () {
-      this.timeout(300_000);
-      world = await startWorld();
-    });
-    after(async () => {
-      await world?.stop();
-    });
+    const world = worldFor(startWorld);
 
     it("commits the new tag, waits for Argo CD to sync that commit, and answers started then finished", async () => {
-      const before = await head(world);
-      const { id, shkeptncontext } = world.trigger({ image: "docker.io/keptnexamples/carts:0.13.3" });
-      const { started, finished } = await world.answersFor(id);
+      const before = await head(world());
+      const { id, shkeptncontext } = world().trigger({ image: "docker.io/keptnexamples/carts:0.13.3" });
+      const { started, finished } = await world().answersFor(id);
 
-      const log = await gitLog(world.fixture.bareDir);
+      const log = await gitLog(world().fixture.bareDir);
       const commit = log[0]!;
       expect(log[1]!.sha).to.equal(before);
       expect(commit.body)
         .to.include(`Keptn-Context: ${shkeptncontext}`)
         .and.include(`Keptn-Triggered-Id: ${id}`);
       expect(commit.subject).to.equal("Deploy carts docker.io/keptnexamples/carts:0.13.3 to sockshop/dev");
-      const values = await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml");
+      const values = await readFileAt(world().fixture.bareDir, "main", "charts/carts/values-dev.yaml");
       expect(values).to.include('tag: "0.13.3"   # bumped by Keptn');
 
       for (const event of [started, finished]) {
@@ -82,7 +80,7 @@ export function deploymentScenarios({
         deploymentURIsPublic: [],
         gitCommit: commit.sha,
       });
-      const app = world.argo.requests.filter((r) => r.path === "/api/v1/applications/carts-dev");
+      const app = world().argo.requests.filter((r) => r.path === "/api/v1/applications/carts-dev");
       expect(
         app.some((r) => r.query["refresh"] === "normal"),
         "asked Argo CD to refresh",
@@ -90,26 +88,26 @@ export function deploymentScenarios({
     });
 
     it("starts the sync itself when the application has no automated sync policy", async () => {
-      const { id } = world.trigger({ stage: "production", image: "docker.io/keptnexamples/carts:0.14.0" });
-      const { finished } = await world.answersFor(id);
+      const { id } = world().trigger({ stage: "production", image: "docker.io/keptnexamples/carts:0.14.0" });
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
-      const sync = world.argo.requests.find(
+      const sync = world().argo.requests.find(
         (r) => r.method === "POST" && r.path === "/api/v1/applications/carts-production/sync",
       );
       expect(sync?.body).to.deep.include({ revision: finished.data.deployment!.gitCommit });
     });
 
     it("edits a plain manifest's container image for a manifest target", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         stage: "production",
         service: "orders",
         image: "docker.io/keptnexamples/orders:0.14.1",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
       const file = "manifests/production/orders/deployment.yaml";
       const original = defaultGitopsFiles[file]!;
-      expect(await readFileAt(world.fixture.bareDir, "main", file)).to.equal(
+      expect(await readFileAt(world().fixture.bareDir, "main", file)).to.equal(
         original.replace(
           '"docker.io/keptnexamples/orders:0.13.1"',
           '"docker.io/keptnexamples/orders:0.14.1"',
@@ -118,19 +116,19 @@ export function deploymentScenarios({
     });
 
     it("reports a Degraded application as a failed deployment with Argo CD's message", async () => {
-      const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:0.13.4-crashloop" });
-      const { finished } = await world.answersFor(id);
+      const { id } = world().trigger({ image: "docker.io/keptnexamples/carts:0.13.4-crashloop" });
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "fail" });
       expect(finished.data.message).to.include("Degraded");
-      expect(finished.data.deployment!.gitCommit).to.equal(await head(world));
+      expect(finished.data.deployment!.gitCommit).to.equal(await head(world()));
     });
 
     it("reports a failed sync operation as a failed deployment", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         service: "orders",
         image: "docker.io/keptnexamples/orders:0.13.9-syncfail",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "fail" });
       expect(finished.data.message).to.match(
         /Argo CD could not sync application orders-dev to commit [0-9a-f]{7}: /,
@@ -138,77 +136,79 @@ export function deploymentScenarios({
     });
 
     it("times out with errored/fail and says what it last saw", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "sockshop-slow",
         image: "docker.io/keptnexamples/carts:0.15.0-hang",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "errored", result: "fail" });
       expect(finished.data.message)
         .to.include(`did not finish within ${slowTimeout}`)
         .and.include("last seen: sync Synced at")
         .and.include("health Progressing");
-      expect(finished.data.deployment!.gitCommit).to.equal(await head(world));
+      expect(finished.data.deployment!.gitCommit).to.equal(await head(world()));
     });
 
     it("makes no commit when the value is already deployed, and deploys the current head", async () => {
-      const first = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
-      await world.answersFor(first.id);
-      const before = await gitLog(world.fixture.bareDir);
-      const again = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
-      const { finished } = await world.answersFor(again.id);
-      expect(await gitLog(world.fixture.bareDir)).to.have.length(before.length);
+      const first = world().trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
+      await world().answersFor(first.id);
+      const before = await gitLog(world().fixture.bareDir);
+      const again = world().trigger({ service: "orders", image: "docker.io/keptnexamples/orders:0.20.0" });
+      const { finished } = await world().answersFor(again.id);
+      expect(await gitLog(world().fixture.bareDir)).to.have.length(before.length);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
       expect(finished.data.deployment!.gitCommit).to.equal(before[0]!.sha);
       expect(finished.data.message).to.include("already holds docker.io/keptnexamples/orders:0.20.0");
     });
 
     it("lands two deployments into the same repository at the same time", async () => {
-      const before = (await gitLog(world.fixture.bareDir)).length;
-      const carts = world.trigger({ service: "carts", image: "docker.io/keptnexamples/carts:1.0.0" });
-      const orders = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:1.0.0" });
-      const [a, b] = await Promise.all([world.answersFor(carts.id), world.answersFor(orders.id)]);
+      const before = (await gitLog(world().fixture.bareDir)).length;
+      const carts = world().trigger({ service: "carts", image: "docker.io/keptnexamples/carts:1.0.0" });
+      const orders = world().trigger({ service: "orders", image: "docker.io/keptnexamples/orders:1.0.0" });
+      const [a, b] = await Promise.all([world().answersFor(carts.id), world().answersFor(orders.id)]);
       expect(a.finished.data).to.include({ result: "pass" });
       expect(b.finished.data).to.include({ result: "pass" });
-      const log = await gitLog(world.fixture.bareDir);
+      const log = await gitLog(world().fixture.bareDir);
       expect(log).to.have.length(before + 2);
-      expect(await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
+      expect(await readFileAt(world().fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
         'tag: "1.0.0"',
       );
-      expect(await readFileAt(world.fixture.bareDir, "main", "charts/orders/values-dev.yaml")).to.include(
+      expect(await readFileAt(world().fixture.bareDir, "main", "charts/orders/values-dev.yaml")).to.include(
         "1.0.0",
       );
     });
 
     it("wins a push race: another writer moves the branch between fetch and push, the change is re-applied", async () => {
       let other = "";
-      world.gitServer.beforeNextPush = async () => {
+      world().gitServer.beforeNextPush = async () => {
         other = await commitToBare(
-          world.fixture.bareDir,
+          world().fixture.bareDir,
           { "charts/orders/NOTES.txt": "edited by a person\n" },
           "Note",
         );
       };
-      const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:3.0.0" });
-      const { finished } = await world.answersFor(id);
+      const { id } = world().trigger({ image: "docker.io/keptnexamples/carts:3.0.0" });
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
-      const [ours, theirs] = await gitLog(world.fixture.bareDir);
+      const [ours, theirs] = await gitLog(world().fixture.bareDir);
       expect(theirs!.sha).to.equal(other);
       expect(ours!.sha).to.equal(finished.data.deployment!.gitCommit);
       expect(ours!.body).to.include(`Keptn-Triggered-Id: ${id}`);
-      expect(await readFileAt(world.fixture.bareDir, "main", "charts/orders/NOTES.txt")).to.equal(
+      expect(await readFileAt(world().fixture.bareDir, "main", "charts/orders/NOTES.txt")).to.equal(
         "edited by a person\n",
       );
-      expect(await readFileAt(world.fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
+      expect(await readFileAt(world().fixture.bareDir, "main", "charts/carts/values-dev.yaml")).to.include(
         'tag: "3.0.0"',
       );
-      expect(world.logLines.some((l) => l.includes("push rejected because the branch moved"))).to.equal(true);
+      expect(world().logLines.some((l) => l.includes("push rejected because the branch moved"))).to.equal(
+        true,
+      );
     });
 
     it("accepts the go-utils wire shape: contenttype, null arrays, an empty strategy, extensions", async () => {
       const shkeptncontext = "a3e5f16d-8888-4720-82c7-6995062905c1";
       const goUtilsId = "3f9640b6-1d2a-4f11-95f5-23259f1d82d6";
-      world.trigger({
+      world().trigger({
         body: {
           contenttype: "application/json",
           data: {
@@ -231,7 +231,7 @@ export function deploymentScenarios({
           type: "sh.keptn.event.deployment.triggered",
         },
       });
-      const { finished } = await world.answersFor(goUtilsId);
+      const { finished } = await world().answersFor(goUtilsId);
       expect(finished).to.include({ shkeptnspecversion: "0.2.3", shkeptncontext });
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
       expect(finished.data.labels).to.deep.equal({});
@@ -239,12 +239,12 @@ export function deploymentScenarios({
     });
 
     it("rides out transient Argo CD errors", async () => {
-      world.argo.injectFailures(3, 503);
-      const { id } = world.trigger({ image: "docker.io/keptnexamples/carts:3.2.0" });
-      const { finished } = await world.answersFor(id);
+      world().argo.injectFailures(3, 503);
+      const { id } = world().trigger({ image: "docker.io/keptnexamples/carts:3.2.0" });
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
       expect(
-        world.logLines.filter((l) => l.includes("Argo CD call failed; retrying")).length,
+        world().logLines.filter((l) => l.includes("Argo CD call failed; retrying")).length,
       ).to.be.greaterThan(0);
     });
 
@@ -262,28 +262,29 @@ export function deploymentScenarios({
           configurationChange: { values: { image: "docker.io/keptnexamples/orders:3.3.0" } },
         },
       };
-      world.trigger({ body });
-      world.trigger({ body });
-      await world.answersFor(body.id);
-      const next = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:3.3.1" });
-      await world.answersFor(next.id);
-      expect(world.answersSoFar(body.id).map((e) => e.type)).to.deep.equal([
-        "sh.keptn.event.deployment.started",
-        "sh.keptn.event.deployment.finished",
-      ]);
+      world().trigger({ body });
+      world().trigger({ body });
+      await world().answersFor(body.id);
+      const next = world().trigger({ service: "orders", image: "docker.io/keptnexamples/orders:3.3.1" });
+      await world().answersFor(next.id);
+      expect(
+        world()
+          .answersSoFar(body.id)
+          .map((e) => e.type),
+      ).to.deep.equal(["sh.keptn.event.deployment.started", "sh.keptn.event.deployment.finished"]);
     });
 
     it("reports health and readiness over HTTP", async () => {
-      const health = await fetch(`${world.httpUrl}/healthz`);
+      const health = await fetch(`${world().httpUrl}/healthz`);
       expect(health.status).to.equal(200);
-      const ready = await fetch(`${world.httpUrl}/readyz`);
+      const ready = await fetch(`${world().httpUrl}/readyz`);
       expect(ready.status).to.equal(200);
       expect(await ready.json()).to.deep.equal({ status: "ready", checks: { config: true, nats: true } });
     });
 
     describe("bad input always gets an answer", () => {
       const errored = async (id: string, text: string | RegExp): Promise<KeptnEvent> => {
-        const { finished } = await world.answersFor(id);
+        const { finished } = await world().answersFor(id);
         expect(finished.data).to.include({ status: "errored", result: "fail" });
         if (typeof text === "string") expect(finished.data.message).to.include(text);
         else expect(finished.data.message).to.match(text);
@@ -291,37 +292,37 @@ export function deploymentScenarios({
       };
 
       it("unknown project", async () => {
-        const { id } = world.trigger({ project: "nobody-knows" });
+        const { id } = world().trigger({ project: "nobody-knows" });
         await errored(id, "no target is configured for project nobody-knows, stage dev, service carts");
       });
 
       it("no image in configurationChange.values", async () => {
-        const { id } = world.trigger({ image: null });
+        const { id } = world().trigger({ image: null });
         await errored(id, "set configurationChange.values.image");
       });
 
       it("a file that does not exist", async () => {
-        const { id } = world.trigger({ stage: "qa" });
+        const { id } = world().trigger({ stage: "qa" });
         await errored(id, "charts/carts/values-qa.yaml does not exist on branch main");
       });
 
       it("a file that is not YAML", async () => {
         await commitToBare(
-          world.fixture.bareDir,
+          world().fixture.bareDir,
           { "charts/broken/values-dev.yaml": "image:\n  tag: [unclosed\n" },
           "Add a broken file",
         );
-        const { id } = world.trigger({ service: "broken" });
+        const { id } = world().trigger({ service: "broken" });
         await errored(id, /charts\/broken\/values-dev.yaml is not valid YAML \(line \d+\)/);
       });
 
       it("a service name that would escape the repository", async () => {
-        const { id } = world.trigger({ service: "../../../etc" });
+        const { id } = world().trigger({ service: "../../../etc" });
         await errored(id, 'the service name "../../../etc" cannot be used');
       });
 
       it("an event whose data does not fit the schema", async () => {
-        const { id } = world.trigger({
+        const { id } = world().trigger({
           envelope: {
             data: { project: "sockshop", stage: "dev", service: "carts", configurationChange: "nope" },
           },
@@ -333,40 +334,41 @@ export function deploymentScenarios({
       });
 
       it("drops what cannot be answered and keeps serving", async () => {
-        world.trigger({ body: "this is not json" });
-        world.trigger({ body: { type: "sh.keptn.event.deployment.triggered", data: {} } });
-        const { id } = world.trigger({ service: "orders", image: "docker.io/keptnexamples/orders:2.0.0" });
-        const { finished } = await world.answersFor(id);
+        world().trigger({ body: "this is not json" });
+        world().trigger({ body: { type: "sh.keptn.event.deployment.triggered", data: {} } });
+        const { id } = world().trigger({ service: "orders", image: "docker.io/keptnexamples/orders:2.0.0" });
+        const { finished } = await world().answersFor(id);
         expect(finished.data).to.include({ status: "succeeded", result: "pass" });
-        expect(world.logLines.some((l) => l.includes("dropped a message that is not a CloudEvent"))).to.equal(
-          true,
-        );
-        expect(world.logLines.some((l) => l.includes("dropped an event that cannot be answered"))).to.equal(
+        expect(
+          world().logLines.some((l) => l.includes("dropped a message that is not a CloudEvent")),
+        ).to.equal(true);
+        expect(world().logLines.some((l) => l.includes("dropped an event that cannot be answered"))).to.equal(
           true,
         );
       });
 
       it("a repository that does not exist on the git server, answered without retrying", async () => {
-        const before = world.gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length;
-        const { id } = world.trigger({ project: "gone" });
+        const before = world().gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length;
+        const { id } = world().trigger({ project: "gone" });
         await errored(
           id,
           /git clone of http:\/\/127\.0\.0\.1:\d+\/missing\.git failed: the repository or branch main does not exist/,
         );
         const asked =
-          world.gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length - before;
+          world().gitServer.requests.filter((r) => r.path.startsWith("/missing.git")).length - before;
         expect(asked, "git requests for the missing repository").to.equal(1);
       });
 
       it("a git token the server rejects, without showing any token anywhere", async () => {
-        const { id } = world.trigger({ project: "locked" });
+        const { id } = world().trigger({ project: "locked" });
         await errored(
           id,
           'the credentials were rejected; check the token of repository "gitops-wrong-token"',
         );
-        const everything = [...world.logLines, ...world.answers.events.map((e) => JSON.stringify(e))].join(
-          "\n",
-        );
+        const everything = [
+          ...world().logLines,
+          ...world().answers.events.map((e) => JSON.stringify(e)),
+        ].join("\n");
         for (const secret of [
           GIT_TOKEN,
           WRONG_GIT_TOKEN,
@@ -375,8 +377,8 @@ export function deploymentScenarios({
         ]) {
           expect(everything).not.to.include(secret);
         }
-        for (const clone of await import("node:fs/promises").then((fs) => fs.readdir(world.cacheDir))) {
-          const gitConfig = await readFile(join(world.cacheDir, clone, ".git", "config"), "utf8");
+        for (const clone of await import("node:fs/promises").then((fs) => fs.readdir(world().cacheDir))) {
+          const gitConfig = await readFile(join(world().cacheDir, clone, ".git", "config"), "utf8");
           expect(gitConfig).not.to.include(GIT_TOKEN);
           expect(gitConfig).not.to.include(WRONG_GIT_TOKEN);
         }

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { gitLog, readFileAt } from "../support/gitops-fixture.js";
-import type { DeploymentWorld } from "./world.js";
+import { worldFor, type DeploymentWorld } from "./world.js";
 
 export interface FluxScenarioOptions {
   /** e.g. "Flux simulator" or "real Flux (lab)" */
@@ -24,27 +24,19 @@ export function fluxScenarios({
 }: FluxScenarioOptions): void {
   describe(`deployment through GitOps (NATS -> git -> ${backend})`, function () {
     this.timeout(testTimeoutMs);
-    let world: DeploymentWorld;
-
-    before(async function () {
-      this.timeout(300_000);
-      world = await startWorld();
-    });
-    after(async () => {
-      await world?.stop();
-    });
+    const world = worldFor(startWorld);
 
     const file = (stage: string) => `clusters/${stage}/podtato-head/deployment.yaml`;
 
     it("commits the new image, waits until the Kustomization has applied that commit, and answers pass", async () => {
-      const before = (await gitLog(world.fixture.bareDir))[0]!.sha;
+      const before = (await gitLog(world().fixture.bareDir))[0]!.sha;
       const image = "ghcr.io/podtato-head/podtato-server:0.3.1";
-      const { id } = world.trigger({ project: "podtato", service: "podtato-head", image });
-      const { finished } = await world.answersFor(id);
+      const { id } = world().trigger({ project: "podtato", service: "podtato-head", image });
+      const { finished } = await world().answersFor(id);
 
-      const log = await gitLog(world.fixture.bareDir);
+      const log = await gitLog(world().fixture.bareDir);
       expect(log[1]!.sha).to.equal(before);
-      expect(await readFileAt(world.fixture.bareDir, "main", file("dev"))).to.include(
+      expect(await readFileAt(world().fixture.bareDir, "main", file("dev"))).to.include(
         `image: ${image} # managed by Keptn`,
       );
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
@@ -59,13 +51,13 @@ export function fluxScenarios({
     });
 
     it("reports an apply the API server refuses as a failed deployment with Flux's message", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "podtato",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.3.2-syncfail",
       });
-      const { finished } = await world.answersFor(id);
-      const sha = (await gitLog(world.fixture.bareDir))[0]!.sha;
+      const { finished } = await world().answersFor(id);
+      const sha = (await gitLog(world().fixture.bareDir))[0]!.sha;
       expect(finished.data).to.include({ status: "succeeded", result: "fail" });
       expect(finished.data.message)
         .to.include(`could not apply commit ${sha.slice(0, 7)}`)
@@ -75,23 +67,23 @@ export function fluxScenarios({
     });
 
     it("recovers on the next commit after a refused one", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "podtato",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.3.3",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
     });
 
     it("reports a failed health check as a failed deployment", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "podtato",
         stage: "health",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.4.0-crashloop",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "fail" });
       expect(finished.data.message)
         .to.include("Flux Kustomization flux-system/podtato-head-health could not apply commit")
@@ -99,26 +91,26 @@ export function fluxScenarios({
     });
 
     it("makes no commit when the value is already deployed, and deploys the current head", async () => {
-      const before = (await gitLog(world.fixture.bareDir))[0]!.sha;
-      const { id } = world.trigger({
+      const before = (await gitLog(world().fixture.bareDir))[0]!.sha;
+      const { id } = world().trigger({
         project: "podtato",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.3.3",
       });
-      const { finished } = await world.answersFor(id);
-      expect((await gitLog(world.fixture.bareDir))[0]!.sha).to.equal(before);
+      const { finished } = await world().answersFor(id);
+      expect((await gitLog(world().fixture.bareDir))[0]!.sha).to.equal(before);
       expect(finished.data).to.include({ status: "succeeded", result: "pass" });
       expect(finished.data.deployment?.gitCommit).to.equal(before);
     });
 
     it("times out with errored/fail and says what Flux showed last", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "podtato-slow",
         stage: "health",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.5.0-hang",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "errored", result: "fail" });
       expect(finished.data.message)
         .to.include(`did not finish within ${slowTimeout}`)
@@ -126,12 +118,12 @@ export function fluxScenarios({
     });
 
     it("answers errored when the Kustomization does not exist", async () => {
-      const { id } = world.trigger({
+      const { id } = world().trigger({
         project: "podtato-missing",
         service: "podtato-head",
         image: "ghcr.io/podtato-head/podtato-server:0.6.0",
       });
-      const { finished } = await world.answersFor(id);
+      const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "errored", result: "fail" });
       expect(finished.data.message).to.include("no Kustomization flux-system/no-such-kustomization (404)");
     });

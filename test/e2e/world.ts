@@ -429,3 +429,22 @@ export class DeploymentWorld {
     await rm(this.cacheDir, { recursive: true, force: true });
   }
 }
+
+/**
+ * One world for the tests of the enclosing `describe`: started before them (with the time a lab needs), stopped
+ * after them. Returns the world, for use inside the tests.
+ */
+export function worldFor(start: () => Promise<DeploymentWorld>): () => DeploymentWorld {
+  let world: DeploymentWorld | undefined;
+  before(async function () {
+    this.timeout(300_000);
+    world = await start();
+  });
+  after(async () => {
+    await world?.stop();
+  });
+  return () => {
+    if (!world) throw new Error("the world did not start");
+    return world;
+  };
+}
