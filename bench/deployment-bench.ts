@@ -33,6 +33,8 @@ const ECHO_REPLY = "bench.echo.reply";
 const WAIT_MS = 15_000;
 const DEFAULT_DEPLOYMENTS = 40;
 const MIN_DEPLOYMENTS = 20;
+const DEFAULT_BURST = 500;
+const MIN_BURST = 10;
 
 const image = (n: number) => `docker.io/keptnexamples/carts:1.0.${n}`;
 
@@ -493,26 +495,24 @@ function report(
 
 // ---- main -------------------------------------------------------------------------------------------------
 
-function burstArgument(): number {
+/** `--deployments N` (at least 20) and `--burst N` (at least 10), checked before anything starts. */
+function benchArguments(): { deployments: number; burst: number } {
   const { values } = parseArgs({ options: { deployments: { type: "string" }, burst: { type: "string" } } });
-  const count = Number(values.burst ?? 500);
-  if (!Number.isInteger(count) || count < 10)
-    throw new Error("--burst must be a whole number of at least 10");
-  return count;
-}
-
-function deploymentsArgument(): number {
-  const { values } = parseArgs({ options: { deployments: { type: "string" }, burst: { type: "string" } } });
-  const count = Number(values.deployments ?? DEFAULT_DEPLOYMENTS);
-  if (!Number.isInteger(count) || count < MIN_DEPLOYMENTS) {
-    throw new Error(`--deployments must be a whole number of at least ${MIN_DEPLOYMENTS}`);
-  }
-  return count;
+  const wholeNumber = (value: string | undefined, fallback: number, min: number, flag: string) => {
+    const count = Number(value ?? fallback);
+    if (!Number.isInteger(count) || count < min)
+      throw new Error(`${flag} must be a whole number of at least ${min}`);
+    return count;
+  };
+  return {
+    deployments: wholeNumber(values.deployments, DEFAULT_DEPLOYMENTS, MIN_DEPLOYMENTS, "--deployments"),
+    burst: wholeNumber(values.burst, DEFAULT_BURST, MIN_BURST, "--burst"),
+  };
 }
 
 async function main(): Promise<void> {
   const began = performance.now();
-  const count = deploymentsArgument();
+  const { deployments: count, burst: burstSize } = benchArguments();
   const header = await machine();
   const interrupt = new AbortController();
   const onSigint = () => interrupt.abort();
@@ -548,7 +548,7 @@ async function main(): Promise<void> {
       logLevel: LOG_LEVEL,
     });
     try {
-      bursts.push({ ...(await burst(burstWorld, burstArgument())), watch });
+      bursts.push({ ...(await burst(burstWorld, burstSize)), watch });
     } finally {
       await burstWorld.stop();
     }
