@@ -97,14 +97,19 @@ export interface FluxBackend {
 }
 export type FluxBackendFactory = (setup: GitopsSetup) => Promise<FluxBackend>;
 
-const podtatoDeployment = (
-  stage: string,
-) => `# podtato-head in ${stage}, applied by Flux (Kustomization podtato-head-${stage})
+/** podtato-head in `stage`, in namespace `podtato-<stage>`, applied by Flux (Kustomization podtato-head-<stage>). */
+const podtatoFiles = (stage: string): Record<string, string> => ({
+  [`clusters/${stage}/podtato-head/namespace.yaml`]: `apiVersion: v1
+kind: Namespace
+metadata:
+  name: podtato-${stage}
+`,
+  [`clusters/${stage}/podtato-head/deployment.yaml`]: `# podtato-head in ${stage}, applied by Flux (Kustomization podtato-head-${stage})
 apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: podtato-head
-  namespace: default
+  namespace: podtato-${stage}
   labels: { app: podtato-head, stage: ${stage} }
 spec:
   replicas: 1
@@ -117,30 +122,17 @@ spec:
       containers:
         - name: app
           image: ghcr.io/podtato-head/podtato-server:0.3.0 # managed by Keptn
-`;
+`,
+});
 
 /**
- * What the Flux targets deploy: `clusters/<stage>/podtato-head/`, one Kustomization per stage. `dev` has no health
- * checks (Ready once applied); `health` waits for the Deployment (`wait: true`), which never becomes ready in a
- * cluster without nodes.
+ * What the Flux targets deploy: `clusters/<stage>/podtato-head/`, one Kustomization per stage, with the Namespace
+ * next to the Deployment (Flux does not create namespaces). `dev` has no health checks (Ready once applied);
+ * `health` waits for the Deployment (`wait: true`), which never becomes ready in a cluster without nodes.
  */
-const namespace = (name: string) => `apiVersion: v1
-kind: Namespace
-metadata:
-  name: ${name}
-`;
-
 export const fluxFiles: Readonly<Record<string, string>> = {
-  "clusters/dev/podtato-head/namespace.yaml": namespace("podtato-dev"),
-  "clusters/health/podtato-head/namespace.yaml": namespace("podtato-health"),
-  "clusters/dev/podtato-head/deployment.yaml": podtatoDeployment("dev").replace(
-    "namespace: default",
-    "namespace: podtato-dev",
-  ),
-  "clusters/health/podtato-head/deployment.yaml": podtatoDeployment("health").replace(
-    "namespace: default",
-    "namespace: podtato-health",
-  ),
+  ...podtatoFiles("dev"),
+  ...podtatoFiles("health"),
 };
 
 interface ServiceConfigValues {
