@@ -17,6 +17,7 @@ import { ArgoCdStream } from "./sync/argocd/argocd-stream.js";
 import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
 import { FluxClient } from "./sync/flux/flux-client.js";
 import { FluxSyncWatcher } from "./sync/flux/flux-sync-watcher.js";
+import { FluxWatch } from "./sync/flux/flux-watch.js";
 import { watcherKey, type SyncWatcher } from "./sync/sync-watcher.js";
 import { WakeUps } from "./sync/wake-ups.js";
 
@@ -77,6 +78,8 @@ export function buildApp(deps: AppDependencies): App {
   const streams: ArgoCdStream[] = [];
   /** One shared poll schedule per Argo CD server; stopped when the service stops. */
   const schedules: ArgoCdPollSchedule[] = [];
+  /** One shared watch per Flux cluster that has `watch` on; closed when the service stops. */
+  const fluxWatches: FluxWatch[] = [];
   /** One sync watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
   const syncWatchers = new Map<string, SyncWatcher>([
     ...config.argocd.servers.map((server): [string, SyncWatcher] => {
@@ -114,18 +117,25 @@ export function buildApp(deps: AppDependencies): App {
         }),
       ];
     }),
-    ...config.flux.clusters.map((cluster): [string, SyncWatcher] => [
-      watcherKey("flux", cluster.name),
-      new FluxSyncWatcher({
-        client: new FluxClient({
-          cluster: cluster.name,
-          ...(cluster.kubeconfig ? { kubeconfig: cluster.kubeconfig } : {}),
-          ...(cluster.context ? { context: cluster.context } : {}),
+    ...config.flux.clusters.map((cluster): [string, SyncWatcher] => {
+      const client = new FluxClient({
+        cluster: cluster.name,
+        ...(cluster.kubeconfig ? { kubeconfig: cluster.kubeconfig } : {}),
+        ...(cluster.context ? { context: cluster.context } : {}),
+      });
+      const watch = cluster.watch ? new FluxWatch({ client, logger }) : undefined;
+      if (watch) fluxWatches.push(watch);
+      return [
+        watcherKey("flux", cluster.name),
+        new FluxSyncWatcher({
+          client,
+          pollIntervalMs: cluster.pollInterval,
+          watchPollIntervalMs: cluster.watchPollInterval,
+          wakeUps,
+          ...(watch ? { watch } : {}),
         }),
-        pollIntervalMs: cluster.pollInterval,
-        wakeUps,
-      }),
-    ]),
+      ];
+    }),
   ]);
   const connector = new TaskConnector({
     controlPlane,
@@ -166,7 +176,7 @@ export function buildApp(deps: AppDependencies): App {
     },
     async stop() {
       await connector.stop();
-      await Promise.all(streams.map((stream) => stream.close()));
+      await Promise.all([...streams, ...fluxWatches].map((watch) => watch.close()));
       for (const schedule of schedules) schedule.stop();
       await controlPlane.close();
       if (server) await close(server);

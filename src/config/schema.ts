@@ -55,8 +55,14 @@ const fluxClusterSchema = z.strictObject({
   kubeconfig: z.string().min(1).optional(),
   /** The kubeconfig context to use; its current context when absent. */
   context: z.string().min(1).optional(),
-  /** How often an in-flight deployment reads its Flux object. */
+  /** How often an in-flight deployment reads its Flux object (while the watch is down, or without one). */
   pollInterval: durationSchema.refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "2s")').default(2_000),
+  /** One list-and-watch per kind and namespace feeds every in-flight deployment on the cluster. */
+  watch: z.boolean().default(true),
+  /** How often an in-flight deployment still reads its object while the watch is up: a safety net only. */
+  watchPollInterval: durationSchema
+    .refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "30s")')
+    .default(30_000),
 });
 
 /** Where the image of `configurationChange.values.image` goes in a Helm values file: key paths such as `image.tag`. */
@@ -93,9 +99,12 @@ const argoCdDeploySchema = z.strictObject({
 const fluxDeploySchema = z.strictObject({
   tool: z.literal("flux"),
   cluster: nameSchema,
-  /** The Flux object that applies the changed file. HelmRelease is not followed yet. */
+  /**
+   * The Flux object that applies the changed file: a Kustomization, or a HelmRelease whose chart comes from the
+   * GitOps repository with `reconcileStrategy: Revision` (its chart version then names the commit).
+   */
   kind: z
-    .literal("Kustomization", { error: "only Kustomization is followed so far" })
+    .enum(["Kustomization", "HelmRelease"], { error: 'deploy.kind is "Kustomization" or "HelmRelease"' })
     .default("Kustomization"),
   /** Object name template with {project}, {stage}, {service}. */
   name: z.string().min(1).default("{service}-{stage}"),

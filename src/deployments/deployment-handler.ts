@@ -94,6 +94,7 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
       const outcome = await watcher.waitForSync({
         application: target.deploy.application,
         ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
+        ...(target.deploy.kind ? { kind: target.deploy.kind } : {}),
         commit: gitCommit,
         includes: (revision) => this.options.repo.includes(target.repository, gitCommit, revision),
         deadline,

@@ -18,9 +18,15 @@ export interface Target {
   change: ChangeSpec;
   /**
    * The tool, the configured server (Argo CD) or cluster (Flux) by name, and the application or Flux object that
-   * deploys the file, with its namespace.
+   * deploys the file, with its namespace and, for Flux, its kind.
    */
-  deploy: { tool: "argocd" | "flux"; server: string; application: string; appNamespace?: string };
+  deploy: {
+    tool: "argocd" | "flux";
+    server: string;
+    application: string;
+    appNamespace?: string;
+    kind?: "Kustomization" | "HelmRelease";
+  };
   timeoutMs: number;
   uris?: { local?: string[]; public?: string[] };
 }
@@ -87,6 +93,7 @@ export class TargetResolver {
               server: target.deploy.cluster,
               application: renderTemplate(target.deploy.name, scope, `name template of targets.${index}`),
               appNamespace: target.deploy.namespace,
+              kind: target.deploy.kind,
             },
       timeoutMs: target.timeout,
       ...(target.uris ? { uris: target.uris } : {}),

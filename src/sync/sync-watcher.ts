@@ -5,6 +5,8 @@ export interface SyncRequest {
   /** The application (Argo CD) or object (Flux) that deploys the changed file. */
   application: string;
   appNamespace?: string;
+  /** The object's kind, for a tool that deploys through several (Flux: Kustomization or HelmRelease). */
+  kind?: "Kustomization" | "HelmRelease";
   commit: string;
   /** True when the tool's revision contains `commit` (equal to it, or a descendant on the branch). */
   includes(revision: string): Promise<boolean>;
@@ -20,8 +22,8 @@ export type SyncOutcome =
   | { kind: "sync-failed"; revision: string; message: string };
 
 /**
- * The port to a GitOps tool. The Argo CD adapter implements it now; Flux (Kustomization / HelmRelease through the
- * Kubernetes API) comes next, behind the same interface, so a shipyard does not change when the tool does.
+ * The port to a GitOps tool: Argo CD (applications through its API) and Flux (Kustomizations and HelmReleases
+ * through the Kubernetes API) implement it, so a shipyard does not change when the tool does.
  */
 export interface SyncWatcher {
   /** Asks the tool to look at git now, starts the sync if nobody else will, and follows it to a final state. */

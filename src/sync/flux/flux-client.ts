@@ -2,11 +2,15 @@ import {
   ApiException,
   CustomObjectsApi,
   KubeConfig,
+  ListWatch,
   PatchStrategy,
+  Watch,
   setHeaderOptions,
+  type KubernetesListObject,
+  type KubernetesObject,
 } from "@kubernetes/client-node";
 import { RetryableError, TerminalError } from "../../shared/errors.js";
-import { kustomizationSchema, sourceSchema, type FluxSource, type Kustomization } from "./flux-objects.js";
+import { sourceSchema, type FluxSource } from "./flux-objects.js";
 
 export interface FluxClientOptions {
   /** The cluster's name in the configuration, for messages. */
@@ -19,19 +23,26 @@ export interface FluxClientOptions {
 /** API group, version and plural of the Flux kinds the tracker reads. */
 const KINDS = {
   Kustomization: { group: "kustomize.toolkit.fluxcd.io", version: "v1", plural: "kustomizations" },
+  HelmRelease: { group: "helm.toolkit.fluxcd.io", version: "v2", plural: "helmreleases" },
   GitRepository: { group: "source.toolkit.fluxcd.io", version: "v1", plural: "gitrepositories" },
   OCIRepository: { group: "source.toolkit.fluxcd.io", version: "v1", plural: "ocirepositories" },
   Bucket: { group: "source.toolkit.fluxcd.io", version: "v1", plural: "buckets" },
 } as const;
 export type FluxKind = keyof typeof KINDS;
+const SOURCE_KINDS = new Set<string>(["GitRepository", "OCIRepository", "Bucket"]);
+
+export function isSourceKind(kind: string): kind is FluxKind {
+  return SOURCE_KINDS.has(kind);
+}
 
 /** Reads Flux objects and asks for reconciles through the Kubernetes API (`@kubernetes/client-node`). */
 export class FluxClient {
   private readonly api: CustomObjectsApi;
+  private readonly config: KubeConfig;
   private readonly server: string;
 
   constructor(private readonly options: FluxClientOptions) {
-    const config = new KubeConfig();
+    const config = (this.config = new KubeConfig());
     // Without a kubeconfig the pod's service account; src/config has checked that there is one.
     if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
     else config.loadFromCluster();
@@ -40,26 +51,35 @@ export class FluxClient {
     this.api = config.makeApiClient(CustomObjectsApi);
   }
 
-  async kustomization(namespace: string, name: string): Promise<Kustomization> {
-    const body = await this.call("read", "Kustomization", namespace, name, () =>
-      this.api.getNamespacedCustomObject({ ...KINDS.Kustomization, namespace, name }),
+  /** One object as the API server has it; the caller parses it. */
+  async read(kind: FluxKind, namespace: string, name: string): Promise<unknown> {
+    return this.call("read", kind, namespace, name, () =>
+      this.api.getNamespacedCustomObject({ ...KINDS[kind], namespace, name }),
     );
-    const parsed = kustomizationSchema.safeParse(body);
-    if (!parsed.success) {
-      throw new TerminalError(
-        `Kustomization ${namespace}/${name} has a shape this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
-      );
-    }
-    return parsed.data;
   }
 
   async source(kind: string, namespace: string, name: string): Promise<FluxSource | undefined> {
-    if (!(kind in KINDS) || kind === "Kustomization") return undefined;
-    const body = await this.call("read", kind, namespace, name, () =>
-      this.api.getNamespacedCustomObject({ ...KINDS[kind as FluxKind], namespace, name }),
-    );
-    const parsed = sourceSchema.safeParse(body);
+    if (!isSourceKind(kind)) return undefined;
+    const parsed = sourceSchema.safeParse(await this.read(kind, namespace, name));
     return parsed.success ? parsed.data : undefined;
+  }
+
+  /**
+   * client-node's list-then-watch of one kind in one namespace, not started: a list, then one watch from its
+   * resourceVersion, resumed where it ended (a new list after 410 Gone). It stops on an error; the caller restarts it.
+   */
+  listWatch(kind: FluxKind, namespace: string): ListWatch<KubernetesObject> {
+    const { group, version, plural } = KINDS[kind];
+    const list = () =>
+      this.call("list", kind, namespace, "*", () =>
+        this.api.listNamespacedCustomObject({ group, version, namespace, plural }),
+      ) as Promise<KubernetesListObject<KubernetesObject>>;
+    return new ListWatch(
+      `/apis/${group}/${version}/namespaces/${namespace}/${plural}`,
+      new Watch(this.config),
+      list,
+      false,
+    );
   }
 
   /**

@@ -10,3 +10,13 @@ export function commitOfRevision(revision: string | undefined): string | undefin
   const older = /^[^@]+\/([0-9a-f]{40})$/i.exec(revision);
   return older ? older[1]!.toLowerCase() : undefined;
 }
+
+/**
+ * The abbreviated commit in the version of a chart that source-controller built from a GitRepository with
+ * `reconcileStrategy: Revision`: `0.1.0+<first 12 hex of the commit>` (pinned in the lab). Only a short SHA, so
+ * it is matched as an abbreviation. Undefined for a version without one.
+ */
+export function commitOfChartVersion(version: string | undefined): string | undefined {
+  const match = version ? /\+([0-9a-f]{7,64})$/i.exec(version) : null;
+  return match ? match[1]!.toLowerCase() : undefined;
+}

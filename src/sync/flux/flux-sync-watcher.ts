@@ -3,149 +3,134 @@ import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
 import { News } from "../news.js";
 import { WaitLoop } from "../wait-loop.js";
 import type { WakeUps } from "../wake-ups.js";
-import type { FluxClient, FluxKind } from "./flux-client.js";
-import { condition, type FluxCondition, type FluxSource, type Kustomization } from "./flux-objects.js";
-import { commitOfRevision } from "./flux-revision.js";
+import { isSourceKind, type FluxClient } from "./flux-client.js";
+import { condition, sourceSchema, type FluxSource, type FluxSourceRef } from "./flux-objects.js";
+import type { FluxWatch } from "./flux-watch.js";
+import { describeCondition, type FollowedKind } from "./followed-kind.js";
+import { helmReleaseRules } from "./helm-release-rules.js";
+import { kustomizationRules } from "./kustomization-rules.js";
 
 export interface FluxSyncWatcherOptions {
   client: FluxClient;
-  /** How often the Kustomization is read while waiting. */
+  /** How often the object is read while waiting (while the watch is down, or without one). */
   pollIntervalMs: number;
-  /** Flux notifications received by the webhook: each makes the Kustomization be read at once. */
+  /** The cluster's shared watch: each version of the object it brings is judged at once. */
+  watch?: FluxWatch;
+  /** How often the object is still read while the watch is up: a safety net only. */
+  watchPollIntervalMs?: number;
+  /** Flux notifications received by the webhook: each makes the object be read at once. */
   wakeUps?: WakeUps;
 }
 
-/** Ready=False reasons that end a reconcile of the attempted revision (kustomize-controller; docs/testing.md). */
-const FAILURE_REASONS = new Set([
-  "HealthCheckFailed",
-  "BuildFailed",
-  "ReconciliationFailed",
-  "ArtifactFailed",
-  "PruneFailed",
-  "InvalidCELExpression",
-  "AccessDenied",
-]);
-
-const RECONCILABLE_SOURCES = new Set<string>(["GitRepository", "OCIRepository", "Bucket"]);
-
-const short = (sha: string | undefined) => (sha ? sha.slice(0, 7) : "none");
-
-function describeCondition(found: FluxCondition | undefined): string {
-  if (!found) return "none";
-  return `${found.status}/${found.reason ?? "?"}${found.message ? ` (${found.message})` : ""}`;
-}
-
-/** One line of what Flux showed, for timeout messages. */
-function describe(ks: Kustomization, source: FluxSource | undefined): string {
-  const parts = [
-    `Ready ${describeCondition(condition(ks, "Ready"))}`,
-    `lastAppliedRevision ${ks.status?.lastAppliedRevision ?? "none"}`,
-    `lastAttemptedRevision ${ks.status?.lastAttemptedRevision ?? "none"}`,
-  ];
-  if (source) {
-    parts.push(
-      `source ${ks.spec.sourceRef.kind}/${ks.spec.sourceRef.name} at ${source.status?.artifact?.revision ?? "no artifact"}, Ready ${describeCondition(condition(source, "Ready"))}`,
-    );
-  }
-  return parts.join(", ");
-}
+/**
+ * The kinds of Flux object a deployment can follow, by `deploy.kind`. (FollowedKind's methods take the parsed
+ * object, which their own schema made, so each entry is also a FollowedKind<unknown>.)
+ */
+const FOLLOWED_KINDS: Record<"Kustomization" | "HelmRelease", FollowedKind<unknown>> = {
+  Kustomization: kustomizationRules,
+  HelmRelease: helmReleaseRules,
+};
 
 /**
- * Follows one Flux Kustomization until it has applied a revision that contains the pushed commit (docs/testing.md,
- * "Flux in the lab"): asks the source and then the Kustomization to reconcile now, then reads it until
- * `lastAppliedRevision` contains the commit with Ready=True at the current generation and nothing reconciling
- * (pass), Ready=False with a failure reason for a revision that contains it (fail), or the deadline passes.
+ * Follows one Flux object (a Kustomization or a HelmRelease, see FOLLOWED_KINDS) until it has applied a revision that
+ * contains the pushed commit: asks the source and then the object to reconcile now, then judges every version of
+ * the object the watch brings, or that a read returns, until its rules say done, failed, or the deadline passes.
  */
 export class FluxSyncWatcher implements SyncWatcher {
   constructor(private readonly options: FluxSyncWatcherOptions) {}
 
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
+    const rules = FOLLOWED_KINDS[request.kind ?? "Kustomization"];
     const name = request.application;
     const namespace = request.appNamespace ?? "flux-system";
-    const loop = new WaitLoop(request, `Flux Kustomization ${namespace}/${name}`, "Flux");
+    const subject = `Flux ${rules.kind} ${namespace}/${name}`;
+    const loop = new WaitLoop(request, subject, "Flux");
 
-    const news = new News<never>();
+    // Subscribed before the first read, so that no version the watch brings is missed.
+    const news = new News<unknown>();
+    const unsubscribe = this.options.watch?.subscribe(rules.kind, namespace, name, (object) =>
+      news.push(object),
+    );
     const unregister = this.options.wakeUps?.register("flux", namespace, name, () => news.poke());
     try {
-      return await this.follow(request, loop, namespace, name, news);
+      return await this.follow({ request, loop, rules, namespace, name, subject, news });
     } finally {
+      unsubscribe?.();
       unregister?.();
     }
   }
 
-  private async follow(
-    request: SyncRequest,
-    loop: WaitLoop,
-    namespace: string,
-    name: string,
-    news: News<never>,
-  ): Promise<SyncOutcome> {
-    const { client } = this.options;
-    let ks = await loop.call(() => client.kustomization(namespace, name));
-    if (ks.spec.suspend) {
+  private async follow(wait: {
+    request: SyncRequest;
+    loop: WaitLoop;
+    rules: FollowedKind<unknown>;
+    namespace: string;
+    name: string;
+    subject: string;
+    news: News<unknown>;
+  }): Promise<SyncOutcome> {
+    const { request, loop, rules, namespace, name, subject, news } = wait;
+    const { client, watch } = this.options;
+    const parse = (body: unknown) => {
+      const parsed = rules.schema.safeParse(body);
+      if (parsed.success) return parsed.data;
       throw new TerminalError(
-        `Flux Kustomization ${namespace}/${name} is suspended, so Flux will not apply commit ${short(request.commit)}; resume it (flux resume kustomization ${name} -n ${namespace})`,
+        `${subject} has a shape this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
       );
+    };
+    const read = async () => parse(await loop.call(() => client.read(rules.kind, namespace, name)));
+
+    let object = watch?.cached(rules.kind, namespace, name);
+    let current = object === undefined ? await read() : parse(object);
+    rules.check(current, request, subject);
+    const sourceRef = rules.source(current);
+    const source = this.sourceReader(loop, sourceRef, namespace);
+    // The source first, so that it fetches the commit; a new artifact wakes the object anyway.
+    if (sourceRef && isSourceKind(sourceRef.kind)) {
+      const kind = sourceRef.kind;
+      await loop.call(() => client.requestReconcile(kind, sourceRef.namespace ?? namespace, sourceRef.name));
     }
-    const sourceRef = ks.spec.sourceRef;
-    const sourceNamespace = sourceRef.namespace ?? namespace;
-    // The source first, so that it fetches the commit; a new artifact wakes the Kustomization anyway.
-    if (RECONCILABLE_SOURCES.has(sourceRef.kind)) {
-      await loop.call(() =>
-        client.requestReconcile(sourceRef.kind as FluxKind, sourceNamespace, sourceRef.name),
-      );
-    }
-    await loop.call(() => client.requestReconcile("Kustomization", namespace, name));
+    await loop.call(() => client.requestReconcile(rules.kind, namespace, name));
     for (;;) {
-      const source = await loop.call(() => client.source(sourceRef.kind, sourceNamespace, sourceRef.name));
-      const verdict = await this.verdict(ks, source, request);
+      const verdict = await rules.verdict(current, request, subject, source.read);
       if (verdict) return verdict;
-      loop.lastSeen = describe(ks, source);
-      await loop.pause(news.interval(this.options.pollIntervalMs), news.wake());
-      ks = await loop.call(() => client.kustomization(namespace, name));
+      loop.lastSeen = [rules.describe(current), source.describe()].filter(Boolean).join(", ");
+      const watching = watch?.connected(rules.kind, namespace) === true;
+      const interval = watching
+        ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
+        : this.options.pollIntervalMs;
+      // Even with news waiting, pause(0) checks the deadline, so a flapping object cannot outlive it.
+      await loop.pause(news.pending() ? 0 : news.interval(interval), news.wake());
+      object = news.take();
+      current = object === undefined ? await read() : parse(object);
     }
   }
 
-  private async verdict(
-    ks: Kustomization,
-    source: FluxSource | undefined,
-    request: SyncRequest,
-  ): Promise<SyncOutcome | undefined> {
-    const ready = condition(ks, "Ready");
-    const generation = ks.metadata.generation;
-    // The Ready condition carries the generation it is about. status.observedGeneration stays -1 until the first
-    // success (pinned in the lab), so a failure of a never-applied Kustomization can only be read from the condition.
-    const readyGeneration = ready?.observedGeneration ?? ks.status?.observedGeneration;
-    if (!ready || readyGeneration !== generation) return undefined;
-    const commit = short(request.commit);
-    const subject = `Flux Kustomization ${ks.metadata.namespace ?? request.appNamespace}/${ks.metadata.name}`;
-
-    if (ready.status === "False" && ready.reason && FAILURE_REASONS.has(ready.reason)) {
-      // The failure is about our commit when the attempted revision contains it; a missing path or a fetch
-      // problem is reported before lastAttemptedRevision is written, so the source's artifact stands in.
-      const revision = ks.status?.lastAttemptedRevision ?? source?.status?.artifact?.revision;
-      const sha = commitOfRevision(revision);
-      if (sha && (await request.includes(sha))) {
-        return {
-          kind: "sync-failed",
-          revision: sha,
-          message: `${subject} could not apply commit ${commit} (revision ${revision}): ${ready.reason}: ${ready.message ?? "no message from Flux"}`,
-        };
-      }
-      return undefined;
-    }
-    const applied = commitOfRevision(ks.status?.lastAppliedRevision);
-    if (!applied || !(await request.includes(applied))) return undefined;
-    // Ready=True says "Applied revision: <new>" one version before lastAppliedRevision moves, and a health check
-    // still running keeps Reconciling=True: all three must agree.
-    const reconciling = condition(ks, "Reconciling")?.status === "True";
-    const healthy = condition(ks, "Healthy");
-    if (ks.status?.observedGeneration !== generation) return undefined;
-    if (ready.status !== "True" || reconciling || (healthy && healthy.status !== "True")) return undefined;
+  /**
+   * The object's source, read only when a verdict needs it (a failure reported before any revision was attempted)
+   * or taken from the watch when it has it; its last known state goes into the timeout message.
+   */
+  private sourceReader(loop: WaitLoop, ref: FluxSourceRef | undefined, namespace: string) {
+    const { client, watch } = this.options;
+    let known: FluxSource | undefined;
+    const fromWatch = () => {
+      if (!ref || !isSourceKind(ref.kind)) return undefined;
+      const parsed = sourceSchema.safeParse(watch?.cached(ref.kind, ref.namespace ?? namespace, ref.name));
+      return parsed.success ? parsed.data : undefined;
+    };
     return {
-      kind: "healthy",
-      revision: applied,
-      message: `${subject} applied commit ${commit} (revision ${ks.status?.lastAppliedRevision}); it is Ready: ${ready.message ?? ready.reason ?? "True"}`,
+      read: async () => {
+        if (!ref) return undefined;
+        known =
+          fromWatch() ??
+          (await loop.call(() => client.source(ref.kind, ref.namespace ?? namespace, ref.name)));
+        return known;
+      },
+      describe: () => {
+        const source = fromWatch() ?? known;
+        if (!ref || !source) return undefined;
+        return `source ${ref.kind}/${ref.name} at ${source.status?.artifact?.revision ?? "no artifact"}, Ready ${describeCondition(condition(source, "Ready"))}`;
+      },
     };
   }
 }
