@@ -4,6 +4,7 @@
  */
 export class News<T> {
   private latest: T | undefined;
+  private poked = false;
   private waiting: AbortController | undefined;
   private followUpUntil = 0;
 
@@ -16,11 +17,6 @@ export class News<T> {
     private readonly followUp: { everyMs: number; forMs: number } = { everyMs: 1_000, forMs: 30_000 },
   ) {}
 
-  /** The pause before the next read: `baseMs`, or the follow-up interval shortly after a poke. */
-  interval(baseMs: number): number {
-    return Date.now() < this.followUpUntil ? Math.min(baseMs, this.followUp.everyMs) : baseMs;
-  }
-
   /** A version of the object; the next read uses it instead of asking the API. */
   push(version: T): void {
     this.latest = version;
@@ -30,17 +26,25 @@ export class News<T> {
   /** Something may have changed: read the API now, and again shortly after. */
   poke(): void {
     this.followUpUntil = Date.now() + this.followUp.forMs;
+    this.poked = true;
     this.waiting?.abort();
   }
 
-  pending(): boolean {
-    return this.latest !== undefined;
-  }
-
-  /** A signal for the next pause; it fires on the next push or poke. */
-  wake(): AbortSignal {
+  /**
+   * The next pause and the signal that ends it early (the next push or poke). The pause is zero when something
+   * arrived since the last one: a version, or a poke that came while the watcher was reading rather than pausing
+   * (it would otherwise wait for the next poll). Shortly after a poke it is the follow-up interval, else `baseMs`.
+   */
+  nextPause(baseMs: number): { ms: number; wake: AbortSignal } {
+    const pending = this.latest !== undefined || this.poked;
+    this.poked = false;
     this.waiting = new AbortController();
-    return this.waiting.signal;
+    const ms = pending
+      ? 0
+      : Date.now() < this.followUpUntil
+        ? Math.min(baseMs, this.followUp.everyMs)
+        : baseMs;
+    return { ms, wake: this.waiting.signal };
   }
 
   /** The newest version since the last take, if any. */

@@ -133,7 +133,8 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
         ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
         : this.options.pollIntervalMs;
       // Even with news waiting, pause(0) checks the deadline, so a flapping application cannot outlive it.
-      await loop.pause(news.pending() ? 0 : news.interval(interval), news.wake());
+      const next = news.nextPause(interval);
+      await loop.pause(next.ms, next.wake);
       app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
     }
   }

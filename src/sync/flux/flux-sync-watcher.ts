@@ -100,7 +100,8 @@ export class FluxSyncWatcher implements SyncWatcher {
         ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
         : this.options.pollIntervalMs;
       // Even with news waiting, pause(0) checks the deadline, so a flapping object cannot outlive it.
-      await loop.pause(news.pending() ? 0 : news.interval(interval), news.wake());
+      const next = news.nextPause(interval);
+      await loop.pause(next.ms, next.wake);
       object = news.take();
       current = object === undefined ? await read() : parse(object);
     }
