@@ -16,10 +16,14 @@ import { ArgoCdPollSchedule } from "./sync/argocd/argocd-poll-schedule.js";
 import { ArgoCdStream } from "./sync/argocd/argocd-stream.js";
 import { ArgoCdSyncWatcher } from "./sync/argocd/argocd-sync-watcher.js";
 import { FluxClient } from "./sync/flux/flux-client.js";
+import { FluxReceiver } from "./sync/flux/flux-receiver.js";
 import { FluxSyncWatcher } from "./sync/flux/flux-sync-watcher.js";
 import { FluxWatch } from "./sync/flux/flux-watch.js";
 import { watcherKey, type SyncWatcher } from "./sync/sync-watcher.js";
 import { WakeUps } from "./sync/wake-ups.js";
+
+/** How long a call to a Flux Receiver may take; notification-controller answers once it has annotated. */
+const RECEIVER_TIMEOUT_MS = 10_000;
 
 export interface AppDependencies {
   config: AppConfig;
@@ -48,6 +52,14 @@ export function registerSecrets(config: AppConfig, secrets: SecretRegistry): voi
   if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);
   if (config.webhooks.flux?.token) secrets.add(config.webhooks.flux.token);
   if (config.webhooks.argocd) secrets.add(config.webhooks.argocd.token);
+  for (const cluster of config.flux.clusters) {
+    // The URL's path is the Receiver's secret digest: neither the URL nor the path may show anywhere.
+    if (cluster.receiver) {
+      secrets.add(cluster.receiver.url);
+      secrets.add(new URL(cluster.receiver.url).pathname);
+    }
+    if (cluster.receiver?.hmacKey) secrets.add(cluster.receiver.hmacKey);
+  }
 }
 
 /** The composition root: builds every adapter from the configuration and wires them. No I/O until start(). */
@@ -124,6 +136,14 @@ export function buildApp(deps: AppDependencies): App {
         ...(cluster.context ? { context: cluster.context } : {}),
       });
       const watch = cluster.watch ? new FluxWatch({ client, logger }) : undefined;
+      const receiver = cluster.receiver
+        ? new FluxReceiver({
+            cluster: cluster.name,
+            ...cluster.receiver,
+            requestTimeoutMs: RECEIVER_TIMEOUT_MS,
+            ...(deps.fetch ? { fetch: deps.fetch } : {}),
+          })
+        : undefined;
       if (watch) fluxWatches.push(watch);
       return [
         watcherKey("flux", cluster.name),
@@ -133,6 +153,7 @@ export function buildApp(deps: AppDependencies): App {
           watchPollIntervalMs: cluster.watchPollInterval,
           wakeUps,
           ...(watch ? { watch } : {}),
+          ...(receiver ? { receiver } : {}),
         }),
       ];
     }),

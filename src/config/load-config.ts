@@ -6,14 +6,18 @@ import {
   fileConfigSchema,
   type ArgoCdServerConfig,
   type FileConfig,
+  type FluxClusterConfig,
   type RepositoryConfig,
   type SecretRef,
 } from "./schema.js";
 
 /** The configuration after validation, with secrets read from their env variables or files. */
-export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks"> {
+export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks" | "flux"> {
   repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: { username: string; token: string } }>;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
+  flux: {
+    clusters: Array<Omit<FluxClusterConfig, "receiver"> & { receiver?: { url: string; hmacKey?: string } }>;
+  };
   webhooks: { maxBodyBytes: number; flux?: { hmacKey?: string; token?: string }; argocd?: { token: string } };
 }
 
@@ -100,6 +104,15 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   }
   if (isRecord(webhooks["argocd"])) secretAt(webhooks["argocd"]["token"], "webhooks.argocd.token");
   list(isRecord(raw["flux"]) ? raw["flux"]["clusters"] : undefined).forEach((cluster, i) => {
+    if (isRecord(cluster["receiver"])) {
+      const url = secretAt(cluster["receiver"]["url"], `flux.clusters.${i}.receiver.url`);
+      if (url && !/^https?:\/\/[^/]+\/./.test(url)) {
+        problems.push(
+          `flux.clusters.${i}.receiver.url: the secret is not an http(s) URL with the Receiver's path (http://<notification-controller>/hook/<digest>)`,
+        );
+      }
+      secretAt(cluster["receiver"]["hmacKey"], `flux.clusters.${i}.receiver.hmacKey`);
+    }
     if (cluster["kubeconfig"] === undefined && !options.env["KUBERNETES_SERVICE_HOST"]) {
       problems.push(
         `flux.clusters.${i}.kubeconfig: give a kubeconfig file; without one the service must run in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set)`,
@@ -117,6 +130,19 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
     }),
     argocd: {
       servers: parsed.data.argocd.servers.map((server) => ({ ...server, token: silent(server.token, "") })),
+    },
+    flux: {
+      clusters: parsed.data.flux.clusters.map(({ receiver, ...cluster }) =>
+        receiver
+          ? {
+              ...cluster,
+              receiver: {
+                url: silent(receiver.url, ""),
+                ...(receiver.hmacKey ? { hmacKey: silent(receiver.hmacKey, "") } : {}),
+              },
+            }
+          : cluster,
+      ),
     },
     webhooks: {
       maxBodyBytes: parsed.data.webhooks.maxBodyBytes,

@@ -63,6 +63,11 @@ const fluxClusterSchema = z.strictObject({
   watchPollInterval: durationSchema
     .refine((ms) => ms >= 50, 'poll at most every 50ms (e.g. "30s")')
     .default(30_000),
+  /**
+   * A notification-controller Receiver to call after a push instead of patching `reconcile.fluxcd.io/requestedAt`
+   * (the service then needs no `patch` permission). The URL holds the Receiver's secret digest.
+   */
+  receiver: z.strictObject({ url: secretRefSchema, hmacKey: secretRefSchema.optional() }).optional(),
 });
 
 /** Where the image of `configurationChange.values.image` goes in a Helm values file: key paths such as `image.tag`. */

@@ -62,8 +62,10 @@ export function mountWebhooks(app: Express, options: WebhookOptions): void {
       const event = parseJson(body, fluxEventSchema, res);
       if (!event) return;
       const { kind, namespace, name } = event.involvedObject;
-      // Kustomizations are followed; an event of their source cannot name the deployment, so it wakes nobody.
-      const woken = kind === "Kustomization" ? wakeUps.wake("flux", namespace, name) : 0;
+      // Kustomizations and HelmReleases are followed; an event of a source cannot name the deployment, so it
+      // wakes nobody.
+      const followed = kind === "Kustomization" || kind === "HelmRelease";
+      const woken = followed ? wakeUps.wake("flux", namespace, name) : 0;
       logger.debug(
         { kind, namespace, name, reason: event.reason, revision: event.metadata?.["revision"], woken },
         "Flux notification",

@@ -5,6 +5,7 @@ import { WaitLoop } from "../wait-loop.js";
 import type { WakeUps } from "../wake-ups.js";
 import { isSourceKind, type FluxClient } from "./flux-client.js";
 import { condition, sourceSchema, type FluxSource, type FluxSourceRef } from "./flux-objects.js";
+import type { FluxReceiver } from "./flux-receiver.js";
 import type { FluxWatch } from "./flux-watch.js";
 import { describeCondition, type FollowedKind } from "./followed-kind.js";
 import { helmReleaseRules } from "./helm-release-rules.js";
@@ -20,6 +21,8 @@ export interface FluxSyncWatcherOptions {
   watchPollIntervalMs?: number;
   /** Flux notifications received by the webhook: each makes the object be read at once. */
   wakeUps?: WakeUps;
+  /** Called after the push instead of the `requestedAt` patches, when the cluster has one configured. */
+  receiver?: FluxReceiver;
 }
 
 /**
@@ -85,12 +88,7 @@ export class FluxSyncWatcher implements SyncWatcher {
     rules.check(current, request, subject);
     const sourceRef = rules.source(current);
     const source = this.sourceReader(loop, sourceRef, namespace);
-    // The source first, so that it fetches the commit; a new artifact wakes the object anyway.
-    if (sourceRef && isSourceKind(sourceRef.kind)) {
-      const kind = sourceRef.kind;
-      await loop.call(() => client.requestReconcile(kind, sourceRef.namespace ?? namespace, sourceRef.name));
-    }
-    await loop.call(() => client.requestReconcile(rules.kind, namespace, name));
+    await this.requestReconcile(loop, request, rules.kind, namespace, name, sourceRef);
     for (;;) {
       const verdict = await rules.verdict(current, request, subject, source.read);
       if (verdict) return verdict;
@@ -105,6 +103,33 @@ export class FluxSyncWatcher implements SyncWatcher {
       object = news.take();
       current = object === undefined ? await read() : parse(object);
     }
+  }
+
+  /**
+   * Asks Flux to look at git now: through the configured Receiver, or as `flux reconcile --with-source` does, with
+   * a `requestedAt` patch of the source (so that it fetches the commit; its new artifact wakes the object anyway)
+   * and then of the object.
+   */
+  private async requestReconcile(
+    loop: WaitLoop,
+    request: SyncRequest,
+    kind: FollowedKind<unknown>["kind"],
+    namespace: string,
+    name: string,
+    sourceRef: FluxSourceRef | undefined,
+  ): Promise<void> {
+    const { client, receiver } = this.options;
+    if (receiver) {
+      await loop.call(() => receiver.notify(request.commit, `${kind}/${namespace}/${name}`, request.signal));
+      return;
+    }
+    if (sourceRef && isSourceKind(sourceRef.kind)) {
+      const sourceKind = sourceRef.kind;
+      await loop.call(() =>
+        client.requestReconcile(sourceKind, sourceRef.namespace ?? namespace, sourceRef.name),
+      );
+    }
+    await loop.call(() => client.requestReconcile(kind, namespace, name));
   }
 
   /**
