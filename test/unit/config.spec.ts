@@ -131,3 +131,51 @@ targets:
     ]);
   });
 });
+
+describe("configuration of Flux clusters", () => {
+  const fluxConfig = (cluster: string, deploy = "{ tool: flux, cluster: edge }") => `
+repositories:
+  - name: gitops
+    url: https://git.example.com/org/gitops.git
+flux:
+  clusters:
+    - name: edge
+      kubeconfig: /etc/edge.kubeconfig
+${cluster}
+targets:
+  - repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: ${deploy}
+`;
+  const load = (text: string, env: Record<string, string>) =>
+    loadConfig({ text, source: "config.yaml", env, readSecretFile: () => "" });
+
+  it("reads a Receiver's URL and key from secrets, and the watch defaults", () => {
+    const config = load(
+      fluxConfig("      receiver: { url: { fromEnv: RECEIVER_URL }, hmacKey: { fromEnv: RECEIVER_KEY } }"),
+      { RECEIVER_URL: "http://webhook-receiver.flux-system/hook/0123abcd", RECEIVER_KEY: "receiver-key-42" },
+    );
+    expect(config.flux.clusters[0]).to.deep.include({
+      watch: true,
+      watchPollInterval: 30_000,
+      receiver: { url: "http://webhook-receiver.flux-system/hook/0123abcd", hmacKey: "receiver-key-42" },
+    });
+  });
+
+  it("refuses a Receiver URL that is not an http(s) URL with a path, without showing it", () => {
+    const problems = problemsOf(fluxConfig("      receiver: { url: { fromEnv: RECEIVER_URL } }"), {
+      RECEIVER_URL: "webhook-receiver-secret-digest",
+    });
+    expect(problems).to.have.length(1);
+    expect(problems[0]).to.match(/^flux\.clusters\.0\.receiver\.url: the secret is not an http\(s\) URL/);
+    expect(problems[0]).to.not.include("webhook-receiver-secret-digest");
+  });
+
+  it("takes HelmRelease as a deploy kind and refuses other kinds", () => {
+    const config = load(fluxConfig("", "{ tool: flux, cluster: edge, kind: HelmRelease }"), {});
+    expect(config.targets[0]?.deploy).to.deep.include({ kind: "HelmRelease", name: "{service}-{stage}" });
+    const problems = problemsOf(fluxConfig("", "{ tool: flux, cluster: edge, kind: OCIRepository }"));
+    expect(problems.join("\n")).to.include('deploy.kind is "Kustomization" or "HelmRelease"');
+  });
+});
