@@ -2,19 +2,23 @@
 // docs/benchmarks.md. It plays Keptn against the same world as the e2e tests (real nats-server, real git behind
 // `git http-backend`, the Argo CD simulator, the service in this process) and prints each figure next to a
 // baseline measured in the same run.
-import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
-import { cpus, loadavg, platform, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
-import { parseArgs, promisify } from "node:util";
-import { connect, type NatsConnection, type Subscription } from "nats";
+import { parseArgs } from "node:util";
+import { connect } from "nats";
 import { DeploymentWorld, GIT_TOKEN, type KeptnEvent } from "../test/e2e/world.js";
 import type { SettledEvent } from "../test/simulators/argocd/argocd-simulator.js";
 import { basicAuth, type GitHttpRequestRecord } from "../test/support/git-http-server.js";
 import { git } from "../test/support/gitops-fixture.js";
-import { natsServerBinary } from "../test/support/nats-server.js";
+import { Arrivals, LABEL, machine, ratio, row, stamp } from "./bench-support.js";
+import {
+  FLUX_POLL_INTERVAL_MS,
+  fluxBurst,
+  fluxSignalSamples,
+  type FluxBurstResult,
+  type FluxSignal,
+} from "./flux-bench.js";
 
 /** Simulator timings: short, so that the run stays short; Argo CD itself polls git every 3 minutes. */
 const ARGO = { pollIntervalMs: 100, syncDurationMs: 50, healthDelayMs: 50 } as const;
@@ -22,6 +26,8 @@ const ARGO = { pollIntervalMs: 100, syncDurationMs: 50, healthDelayMs: 50 } as c
 const SERVICE_POLL_INTERVAL_MS = 100;
 /** The pollInterval of the watch run: so long that only the watch stream can finish a deployment in time. */
 const WATCH_RUN_POLL_INTERVAL_MS = 60_000;
+/** The pollInterval of the bursts: the service's default. */
+const BURST_POLL_INTERVAL_MS = 2_000;
 /** The service's default log level. */
 const LOG_LEVEL = "info";
 const APPLICATION = "carts-dev";
@@ -30,91 +36,12 @@ const SERVICE_REPO = "gitops.git";
 const BASELINE_REPO = "baseline.git";
 const ECHO_REQUEST = "bench.echo.request";
 const ECHO_REPLY = "bench.echo.reply";
-const WAIT_MS = 15_000;
 const DEFAULT_DEPLOYMENTS = 40;
 const MIN_DEPLOYMENTS = 20;
 const DEFAULT_BURST = 500;
 const MIN_BURST = 10;
 
 const image = (n: number) => `docker.io/keptnexamples/carts:1.0.${n}`;
-
-// ---- statistics -------------------------------------------------------------------------------------------
-
-interface Summary {
-  n: number;
-  median: number;
-  p90: number;
-  min: number;
-  max: number;
-}
-
-/** Median (mean of the two middle samples when n is even), p90 by nearest rank, min, max. */
-function summarize(samples: number[]): Summary {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (i: number) => {
-    const value = sorted[i];
-    if (value === undefined) throw new Error(`no sample at index ${i} of ${sorted.length}`);
-    return value;
-  };
-  const n = sorted.length;
-  const mid = Math.floor(n / 2);
-  return {
-    n,
-    median: n % 2 === 1 ? at(mid) : (at(mid - 1) + at(mid)) / 2,
-    p90: at(Math.ceil(0.9 * n) - 1),
-    min: at(0),
-    max: at(n - 1),
-  };
-}
-
-// ---- arrivals, stamped when they arrive -------------------------------------------------------------------
-
-interface Arrival<T> {
-  /** performance.now() when it arrived */
-  at: number;
-  value: T;
-}
-
-/** Things that arrive under a key; `wait` resolves with one that already arrived or arrives later. */
-class Arrivals<T> {
-  private readonly seen = new Map<string, Arrival<T>>();
-  private readonly waiting = new Map<string, (arrival: Arrival<T>) => void>();
-
-  add(key: string, at: number, value: T): void {
-    if (this.seen.has(key)) return;
-    const arrival = { at, value };
-    this.seen.set(key, arrival);
-    this.waiting.get(key)?.(arrival);
-    this.waiting.delete(key);
-  }
-
-  wait(key: string, what: string): Promise<Arrival<T>> {
-    const seen = this.seen.get(key);
-    if (seen) return Promise.resolve(seen);
-    let timer: NodeJS.Timeout | undefined;
-    return new Promise<Arrival<T>>((resolve, reject) => {
-      timer = setTimeout(() => {
-        this.waiting.delete(key);
-        reject(new Error(`timed out after ${WAIT_MS} ms waiting for ${what}`));
-      }, WAIT_MS);
-      this.waiting.set(key, resolve);
-    }).finally(() => clearTimeout(timer));
-  }
-}
-
-/** Subscribes on `nc` and stamps each message with performance.now() before anything else is done with it. */
-function stamp(
-  nc: NatsConnection,
-  subject: string,
-  onMessage: (at: number, subject: string, data: Uint8Array) => void,
-): Subscription {
-  return nc.subscribe(subject, {
-    callback: (error, msg) => {
-      const at = performance.now();
-      if (!error) onMessage(at, msg.subject, msg.data);
-    },
-  });
-}
 
 // ---- git, as the git server saw it ------------------------------------------------------------------------
 
@@ -260,13 +187,36 @@ interface Results {
   triggeredBytes: number;
 }
 
-async function run(world: DeploymentWorld, count: number, interrupted: AbortSignal): Promise<Results> {
+/** How the service learns that Argo CD has settled: its own reads, the watch stream, or a notification. */
+type ArgoSignal = "poll" | "watch" | "webhook";
+const ARGOCD_WEBHOOK_TOKEN = "bench-argocd-webhook-token-7d9f1b3e";
+
+async function run(
+  world: DeploymentWorld,
+  count: number,
+  interrupted: AbortSignal,
+  signal: ArgoSignal,
+): Promise<Results> {
   const answers = new Arrivals<KeptnEvent>();
   const echoes = new Arrivals<Uint8Array>();
   const settled = new Arrivals<SettledEvent>();
   let triggeredBytes = 0;
   const decoder = new TextDecoder();
-  const onSettled = (event: SettledEvent) => settled.add(`${event.app}@${event.revision}`, event.at, event);
+  const notifications: Array<Promise<unknown>> = [];
+  const onSettled = (event: SettledEvent) => {
+    settled.add(`${event.app}@${event.revision}`, event.at, event);
+    // As argocd-notifications does on on-sync-succeeded / on-deployed, with the template of docs/notifications.md.
+    if (signal !== "webhook") return;
+    notifications.push(
+      fetch(`${world.httpUrl}/webhooks/argocd`, {
+        method: "POST",
+        body: JSON.stringify({ app: event.app, revision: event.revision }),
+        headers: { authorization: `Bearer ${ARGOCD_WEBHOOK_TOKEN}` },
+      }).then((answer) => {
+        if (answer.status !== 202) throw new Error(`the service answered ${answer.status} to a notification`);
+      }),
+    );
+  };
   const simulator = world.simulator;
   if (!simulator) throw new Error("the bench needs the Argo CD simulator as the backend");
   simulator.on("settled", onSettled);
@@ -322,6 +272,7 @@ async function run(world: DeploymentWorld, count: number, interrupted: AbortSign
       results.plainGit.push(await plainGit(bench, n));
       results.deployments.push(await deploy(bench, n));
     }
+    await Promise.all(notifications);
     return results;
   } finally {
     for (const subscription of subscriptions) subscription.unsubscribe();
@@ -372,75 +323,45 @@ async function burst(world: DeploymentWorld, count: number): Promise<BurstResult
 
 // ---- output -----------------------------------------------------------------------------------------------
 
-const execFileText = async (file: string, args: string[]) =>
-  (await promisify(execFile)(file, args)).stdout.trim();
-
-/** The commit the bench runs from, and whether the working tree differs from it. */
-async function sourceVersion(): Promise<string> {
-  const root = fileURLToPath(new URL("..", import.meta.url));
-  try {
-    const commit = await execFileText("git", ["-C", root, "rev-parse", "--short", "HEAD"]);
-    const dirty = (await execFileText("git", ["-C", root, "status", "--porcelain"])) !== "";
-    return `commit ${commit}${dirty ? " with uncommitted changes" : ""}`;
-  } catch {
-    return "unknown (not a git checkout)";
-  }
+/** The naive cost the bursts compare against: one read per deployment per poll, in flight half the burst. */
+function naiveLine(count: number, seconds: number): string {
+  const perDeployment = (count * seconds) / (BURST_POLL_INTERVAL_MS / 1000) / 2 / count;
+  return (
+    `    computed naive cost: one read per deployment per ${BURST_POLL_INTERVAL_MS / 1000} s poll while in flight ` +
+    `would be about ${perDeployment.toFixed(1)} per deployment (each in flight for half the run on average)`
+  );
 }
 
-async function machine(): Promise<string[]> {
-  const cores = cpus();
-  const gitVersion = await execFileText("git", ["--version"]);
-  const natsVersion = await execFileText(natsServerBinary(), ["--version"]);
-  const source = await sourceVersion();
-  const load = loadavg()
-    .map((average) => average.toFixed(2))
-    .join(" ");
-  return [
-    `date       ${new Date().toISOString()}`,
-    `machine    ${cores[0]?.model ?? "unknown cpu"}, ${cores.length} cores, ` +
-      `${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${platform()} ${release()}`,
-    `load       ${load} (1, 5, 15 min averages before the run; other work on the machine shows here)`,
-    `versions   node ${process.version}, ${gitVersion}, ${natsVersion}`,
-    `source     ${source}`,
-  ];
-}
-
-const ms = (value: number) => `${value.toFixed(2)} ms`.padStart(10);
-const LABEL = 70;
-
-function row(label: string, samples: number[]): string {
-  const s = summarize(samples);
-  return `${label.padEnd(LABEL)}${String(s.n).padStart(4)}${ms(s.median)}${ms(s.p90)}${ms(s.min)}${ms(s.max)}`;
-}
-
-function ratio(measured: number[], baseline: number[]): string {
-  const value = summarize(measured).median / summarize(baseline).median;
-  return `${"    ratio of the medians".padEnd(LABEL)}${"".padStart(4)}${`x${value.toFixed(2)}`.padStart(10)}`;
-}
+const byKind = (counts: Record<string, number>) =>
+  Object.entries(counts)
+    .map(([kind, n]) => `${n} ${kind}`)
+    .join(", ");
 
 function report(
-  results: Results,
-  watched: Results,
+  argo: Record<ArgoSignal, Results>,
   bursts: BurstResult[],
+  flux: Record<FluxSignal, number[]>,
+  fluxBursts: FluxBurstResult[],
   header: string[],
   seconds: number,
 ): string {
-  const { deployments, roundTrips, plainGit, triggeredBytes } = results;
+  const { deployments, roundTrips, plainGit, triggeredBytes } = argo.poll;
   const service = deployments.map((d) => d.git);
   const git = (times: GitTimes[], key: keyof GitTimes) => times.map((t) => t[key]);
   const phase = (label: string, key: keyof GitTimes) => [
     row(`    ${label}: service`, git(service, key)),
     row(`    ${label}: plain git`, git(plainGit, key)),
   ];
+  const settledToFinished = (results: Results) => results.deployments.map((d) => d.settledToFinished);
   return [
     "keptn-gitops-service deployment benchmark (npm run bench)",
     ...header,
     `run        ${deployments.length} deployments of carts to sockshop/dev, one at a time, after 1 warm-up; ` +
-      `images ${image(1)} .. 1.0.${deployments.length}`,
+      `images ${image(1)} .. 1.0.${deployments.length}; once per Argo CD signal (poll, watch, webhook)`,
     `argo cd    simulator: poll ${ARGO.pollIntervalMs} ms, sync ${ARGO.syncDurationMs} ms, ` +
       `health ${ARGO.healthDelayMs} ms; application ${APPLICATION}, automated sync`,
-    `service    in this process; Argo CD pollInterval ${SERVICE_POLL_INTERVAL_MS} ms; ` +
-      `log level ${LOG_LEVEL} (JSON lines kept in memory)`,
+    `service    in this process; Argo CD pollInterval ${SERVICE_POLL_INTERVAL_MS} ms (poll run), ` +
+      `${WATCH_RUN_POLL_INTERVAL_MS / 1000} s (watch and webhook runs); log level ${LOG_LEVEL} (JSON lines kept in memory)`,
     "",
     `${"".padEnd(LABEL)}   n    median       p90       min       max`,
     row(
@@ -457,25 +378,35 @@ function report(
     ratio(git(service, "total"), git(plainGit, "total")),
     row(
       "(c) Argo CD settled (Synced, Healthy) -> deployment.finished received",
-      deployments.map((d) => d.settledToFinished),
+      settledToFinished(argo.poll),
     ),
     `    polling only (watch: false), pollInterval ${SERVICE_POLL_INTERVAL_MS} ms: (c) is at most about this plus one GET`,
+    row("(d) the same with the watch stream (watch: true, pollInterval 60 s)", settledToFinished(argo.watch)),
     row(
-      "(d) the same with the watch stream (watch: true, pollInterval 60 s)",
-      watched.deployments.map((d) => d.settledToFinished),
+      "(d') the same from a notification (watch: false, pollInterval 60 s)",
+      settledToFinished(argo.webhook),
     ),
-    "    (d) has no baseline: the stream frame itself is the signal; (c) is the polling it replaces",
+    "    (d) and (d') have no baseline: the frame or the notification is the signal; (c) is the polling they replace",
     "",
     ...bursts.flatMap((burstResult) => [
-      `(e) ${burstResult.count} deployments triggered at once (${burstResult.watch ? "watch stream" : "watch: false, shared poll schedule"}, pollInterval 2 s): ` +
+      `(e) ${burstResult.count} deployments triggered at once (${burstResult.watch ? "watch stream" : "watch: false, shared poll schedule"}, pollInterval ${BURST_POLL_INTERVAL_MS / 1000} s): ` +
         `all finished in ${burstResult.seconds.toFixed(1)} s`,
       `    Argo CD API requests per deployment: ${(burstResult.requests / burstResult.count).toFixed(2)} ` +
-        `(${burstResult.requests} in all: ${Object.entries(burstResult.byKind)
-          .map(([kind, n]) => `${n} ${kind}`)
-          .join(", ")})`,
-      `    baseline: one read per deployment per 2 s poll while in flight would be about ` +
-        `${((burstResult.count * burstResult.seconds) / 2 / 2 / burstResult.count).toFixed(1)} per deployment ` +
-        "(each in flight for half the run on average; the naive cost)",
+        `(${burstResult.requests} in all: ${byKind(burstResult.byKind)})`,
+      naiveLine(burstResult.count, burstResult.seconds),
+    ]),
+    "",
+    `Flux: ${flux.poll.length} deployments of podtato-head to podtato/dev per signal, one at a time, after 1 warm-up; ` +
+      `Flux simulator, Kustomization ${"podtato-head-dev"}`,
+    `${"".padEnd(LABEL)}   n    median       p90       min       max`,
+    row(`(f) Flux applied (Ready, at the commit) -> finished: poll ${FLUX_POLL_INTERVAL_MS} ms`, flux.poll),
+    row("    the same with the watch (watch: true, pollInterval 60 s)", flux.watch),
+    row("    the same from a notification (watch: false, pollInterval 60 s)", flux.webhook),
+    ...fluxBursts.flatMap((result) => [
+      `(g) ${result.count} Flux deployments triggered at once (${result.watch ? "watch" : "watch: false, each deployment polls"}, pollInterval ${BURST_POLL_INTERVAL_MS / 1000} s): ` +
+        `all finished in ${result.seconds.toFixed(1)} s`,
+      `    Kubernetes API requests per deployment: ${(result.requests / result.count).toFixed(2)} ` +
+        `(${result.requests} in all: ${byKind(result.byKind)})`,
     ]),
     "",
     "where (b) goes, as the git server saw it",
@@ -517,18 +448,19 @@ async function main(): Promise<void> {
   const interrupt = new AbortController();
   const onSigint = () => interrupt.abort();
   process.once("SIGINT", onSigint);
-  let results: Results | undefined;
-  let watched: Results | undefined;
-  for (const watch of [false, true]) {
+  const argo: Partial<Record<ArgoSignal, Results>> = {};
+  for (const signal of ["poll", "watch", "webhook"] as const) {
     const world = await DeploymentWorld.start({
       argo: ARGO,
-      servicePollIntervalMs: watch ? WATCH_RUN_POLL_INTERVAL_MS : SERVICE_POLL_INTERVAL_MS,
-      watch,
+      servicePollIntervalMs: signal === "poll" ? SERVICE_POLL_INTERVAL_MS : WATCH_RUN_POLL_INTERVAL_MS,
+      watch: signal === "watch",
       logLevel: LOG_LEVEL,
+      ...(signal === "webhook"
+        ? { webhooks: { fluxHmacKey: "bench-unused-flux-key", argocdToken: ARGOCD_WEBHOOK_TOKEN } }
+        : {}),
     });
     try {
-      if (watch) watched = await run(world, count, interrupt.signal);
-      else results = await run(world, count, interrupt.signal);
+      argo[signal] = await run(world, count, interrupt.signal, signal);
     } finally {
       await world.stop();
       if (interrupt.signal.aborted) {
@@ -543,7 +475,7 @@ async function main(): Promise<void> {
   for (const watch of [true, false]) {
     const burstWorld = await DeploymentWorld.start({
       argo: ARGO,
-      servicePollIntervalMs: 2_000,
+      servicePollIntervalMs: BURST_POLL_INTERVAL_MS,
       watch,
       logLevel: LOG_LEVEL,
     });
@@ -553,9 +485,26 @@ async function main(): Promise<void> {
       await burstWorld.stop();
     }
   }
+  const flux: Partial<Record<FluxSignal, number[]>> = {};
+  for (const signal of ["poll", "watch", "webhook"] as const)
+    flux[signal] = await fluxSignalSamples(signal, count);
+  const fluxBursts: FluxBurstResult[] = [];
+  for (const watch of [true, false])
+    fluxBursts.push(await fluxBurst(watch, burstSize, BURST_POLL_INTERVAL_MS));
   process.off("SIGINT", onSigint);
-  if (!results || !watched) throw new Error("a run of the bench did not finish");
-  console.log(report(results, watched, bursts, header, (performance.now() - began) / 1000));
+  if (!argo.poll || !argo.watch || !argo.webhook || !flux.poll || !flux.watch || !flux.webhook) {
+    throw new Error("a run of the bench did not finish");
+  }
+  console.log(
+    report(
+      { poll: argo.poll, watch: argo.watch, webhook: argo.webhook },
+      bursts,
+      { poll: flux.poll, watch: flux.watch, webhook: flux.webhook },
+      fluxBursts,
+      header,
+      (performance.now() - began) / 1000,
+    ),
+  );
 }
 
 main().catch((error: unknown) => {

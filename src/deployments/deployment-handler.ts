@@ -73,6 +73,17 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     const watcher = this.options.syncWatchers.get(watcherKey(target.deploy.tool, target.deploy.server));
     if (!watcher) throw new Error(`no sync watcher for ${target.deploy.tool} ${target.deploy.server}`);
 
+    const syncTarget = {
+      application: target.deploy.application,
+      ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
+      ...(target.deploy.kind ? { kind: target.deploy.kind } : {}),
+      deadline,
+      signal,
+      logger,
+    };
+    // Nothing is committed for a target the tool could never show the commit of (missing, suspended, ...).
+    await watcher.check?.(syncTarget);
+
     const change = await this.options.repo.applyChange({
       repository: target.repository,
       file: target.file,
@@ -92,14 +103,9 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
 
     try {
       const outcome = await watcher.waitForSync({
-        application: target.deploy.application,
-        ...(target.deploy.appNamespace ? { appNamespace: target.deploy.appNamespace } : {}),
-        ...(target.deploy.kind ? { kind: target.deploy.kind } : {}),
+        ...syncTarget,
         commit: gitCommit,
         includes: (revision) => this.options.repo.includes(target.repository, gitCommit, revision),
-        deadline,
-        signal,
-        logger,
       });
       const message = `${wrote}. ${outcome.message}`;
       if (outcome.kind !== "healthy") throw new DeploymentFailedError(message, { taskData: { gitCommit } });

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { DeadlineExceededError, RetryableError, errorMessage } from "../shared/errors.js";
 import { backoffDelay, type RetryPolicy } from "../shared/retry.js";
-import type { SyncRequest } from "./sync-watcher.js";
+import type { SyncTarget } from "./sync-watcher.js";
 
 const TRANSIENT_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 250, maxDelayMs: 5_000 };
 
@@ -14,7 +14,8 @@ export class WaitLoop {
   lastSeen: string;
 
   constructor(
-    private readonly request: SyncRequest,
+    /** With the commit while waiting for it; without it for the check before the commit. */
+    private readonly request: SyncTarget & { commit?: string },
     /** e.g. "Argo CD application carts-dev" */
     private readonly subject: string,
     /** e.g. "Argo CD" */
@@ -48,7 +49,9 @@ export class WaitLoop {
     const left = this.request.deadline - Date.now();
     if (left <= 0) {
       throw new DeadlineExceededError(
-        `${this.subject} did not finish syncing commit ${this.request.commit.slice(0, 7)} in time; last seen: ${this.lastSeen}`,
+        this.request.commit
+          ? `${this.subject} did not finish syncing commit ${this.request.commit.slice(0, 7)} in time; last seen: ${this.lastSeen}`
+          : `${this.subject} could not be read in time; last seen: ${this.lastSeen}`,
       );
     }
     const signal = wake ? AbortSignal.any([this.request.signal, wake]) : this.request.signal;

@@ -117,7 +117,8 @@ export function fluxScenarios({
         .and.include("last seen: Ready ");
     });
 
-    it("answers errored when the Kustomization does not exist", async () => {
+    it("answers errored, without committing, when the Kustomization does not exist", async () => {
+      const before = (await gitLog(world().fixture.bareDir))[0]!.sha;
       const { id } = world().trigger({
         project: "podtato-missing",
         service: "podtato-head",
@@ -126,6 +127,7 @@ export function fluxScenarios({
       const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "errored", result: "fail" });
       expect(finished.data.message).to.include("no Kustomization flux-system/no-such-kustomization (404)");
+      expect((await gitLog(world().fixture.bareDir))[0]!.sha, "no commit").to.equal(before);
     });
   });
 }

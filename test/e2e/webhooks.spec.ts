@@ -1,6 +1,6 @@
 import { expect } from "chai";
-import { createHmac } from "node:crypto";
 import { gitLog } from "../support/gitops-fixture.js";
+import { fluxEvent, signFluxEvent } from "../support/notifications.js";
 import { waitFor } from "../support/wait.js";
 import { fluxSimulatorBackend } from "./flux-backend.js";
 import { DeploymentWorld } from "./world.js";
@@ -9,29 +9,7 @@ const FLUX_HMAC_KEY = "flux-hmac-key-5b7d9e1f3a";
 const ARGOCD_WEBHOOK_TOKEN = "argocd-webhook-token-8c6a4e2b0d";
 const FLUX_GENERIC_TOKEN = "flux-generic-token-4d2f6b8a1c";
 
-/** A Flux event as notification-controller v1.9 posts it (shape pinned in test/lab/flux-notifications.real.spec.ts). */
-function fluxEvent(name: string, revision: string, reason = "ReconciliationSucceeded"): string {
-  return JSON.stringify({
-    involvedObject: {
-      kind: "Kustomization",
-      namespace: "flux-system",
-      name,
-      uid: "2b9e7f0a-4d1c-4a57-9a3e-8f6d2c1b0e9d",
-      apiVersion: "kustomize.toolkit.fluxcd.io/v1",
-      resourceVersion: "4242",
-    },
-    severity: "info",
-    timestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
-    message: "Reconciliation finished in 1.2s, next run in 1h0m0s",
-    reason,
-    metadata: { commit_status: "update", revision },
-    reportingController: "kustomize-controller",
-    reportingInstance: "kustomize-controller-6bc5d5b96-j9lw6",
-  });
-}
-
-const sign = (body: string, key = FLUX_HMAC_KEY) =>
-  `sha256=${createHmac("sha256", key).update(body).digest("hex")}`;
+const sign = (body: string, key = FLUX_HMAC_KEY) => signFluxEvent(body, key);
 
 // The service polls once a minute and has no Argo CD watch stream here: only a notification can finish a
 // deployment in time. Each notification only makes it read the API; the API decides.
@@ -44,6 +22,7 @@ describe("notification webhooks (Flux generic-hmac, Argo CD Notifications)", fun
     world = await DeploymentWorld.start({
       flux: fluxSimulatorBackend(),
       watch: false,
+      fluxWatch: false,
       servicePollIntervalMs: 60_000,
       webhooks: {
         fluxHmacKey: FLUX_HMAC_KEY,

@@ -16,6 +16,7 @@ import {
   type SimulatorTimings,
 } from "./argocd-backend.js";
 import type { ArgoCdSimulator } from "../simulators/argocd/argocd-simulator.js";
+import type { FluxSimulator } from "../simulators/flux/flux-simulator.js";
 import { GitHttpServer } from "../support/git-http-server.js";
 import { createGitopsFixture, defaultGitopsFiles, type GitopsFixture } from "../support/gitops-fixture.js";
 import { NatsServerProcess } from "../support/nats-server.js";
@@ -79,10 +80,24 @@ export interface DeploymentWorldOptions {
   logLevel?: "trace" | "debug" | "info" | "warn" | "error";
   /** The service's `argocd.servers[].watch`; default true (the watch stream). */
   watch?: boolean;
+  /** The service's `flux.clusters[].watch`; default true (the list-and-watch of Flux objects). */
+  fluxWatch?: boolean;
   /** Turns on the webhook receivers with these secrets (and `maxBodyBytes` 4096). */
   webhooks?: { fluxHmacKey: string; argocdToken: string; fluxToken?: string };
   /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
   flux?: FluxBackendFactory;
+}
+
+/** The part of a Flux object the scenarios look at, as the API server has it. */
+export interface FluxObjectView {
+  metadata?: { generation?: number };
+  status?: {
+    conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
+    observedGeneration?: number;
+    lastAppliedRevision?: string;
+    lastAttemptedRevision?: string;
+    history?: Array<Record<string, unknown>>;
+  };
 }
 
 /** A Flux the service reads through the Kubernetes API: real (lab) or simulated. */
@@ -90,9 +105,15 @@ export interface FluxBackend {
   /** A kubeconfig file for the service. */
   kubeconfig: string;
   /** The Kustomization `name` in flux-system as the API server has it. */
-  kustomization(name: string): Promise<{ status?: { lastAppliedRevision?: string } }>;
+  kustomization(name: string): Promise<FluxObjectView>;
+  /** The HelmRelease `name` in flux-system as the API server has it (FLUX_HELM_RELEASES). */
+  helmRelease(name: string): Promise<FluxObjectView>;
   /** When it runs notification-controller: send every Kustomization event to `url`, signed with `hmacKey`. */
   sendNotifications?(url: string, hmacKey: string): Promise<void>;
+  /** Every call the service made to the Kubernetes API, when the backend records them (the simulator). */
+  requests?: ReadonlyArray<{ method: string; path: string; query: Record<string, string> }>;
+  /** The simulator itself, when the backend is one (the bench times its writes). */
+  simulator?: FluxSimulator;
   stop(): Promise<void>;
 }
 export type FluxBackendFactory = (setup: GitopsSetup) => Promise<FluxBackend>;
@@ -125,19 +146,71 @@ spec:
 `,
 });
 
+/** podtato-head as a Helm chart for Flux's helm-controller, apart from the Argo CD charts of `charts/`. */
+const podtatoChartFiles: Record<string, string> = {
+  "flux-charts/podtato-head/Chart.yaml": `apiVersion: v2
+name: podtato-head
+description: podtato-head, released by Flux (HelmReleases podtato-head-helm-<stage>) from this repository
+version: 0.1.0
+`,
+  "flux-charts/podtato-head/values.yaml": `replicaCount: 1
+image:
+  repository: ghcr.io/podtato-head/podtato-server
+  tag: "0.3.0"
+`,
+  "flux-charts/podtato-head/templates/deployment.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+  labels:
+    app.kubernetes.io/name: {{ .Chart.Name }}
+    app.kubernetes.io/instance: {{ .Release.Name }}
+spec:
+  replicas: {{ .Values.replicaCount }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/instance: {{ .Release.Name }}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/instance: {{ .Release.Name }}
+    spec:
+      containers:
+        - name: app
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+`,
+};
+
+/** The values of podtato-head's chart in `stage` (HelmRelease podtato-head-helm-<stage>, `spec.chart.spec.valuesFiles`). */
+const podtatoValues = (stage: string): Record<string, string> => ({
+  [`flux-charts/podtato-head/values-${stage}.yaml`]: `# podtato-head in ${stage}, released by Flux (HelmRelease podtato-head-helm-${stage})
+image:
+  repository: ghcr.io/podtato-head/podtato-server
+  tag: "0.3.0" # managed by Keptn
+`,
+});
+
 /**
- * What the Flux targets deploy: `clusters/<stage>/podtato-head/`, one Kustomization per stage, with the Namespace
- * next to the Deployment (Flux does not create namespaces). `dev` has no health checks (Ready once applied);
- * `health` waits for the Deployment (`wait: true`), which never becomes ready in a cluster without nodes.
+ * What the Flux targets deploy:
+ * - `clusters/<stage>/podtato-head/`, one Kustomization per stage, with the Namespace next to the Deployment (Flux
+ *   does not create namespaces). `dev` has no health checks (Ready once applied); `health` waits for the Deployment
+ *   (`wait: true`), which never becomes ready in a cluster without nodes.
+ * - `flux-charts/podtato-head/`, a chart with one values file per stage, one HelmRelease per stage
+ *   (FLUX_HELM_RELEASES in flux-backend.ts, releases in the namespaces `podtato-helm-<stage>`).
  */
 export const fluxFiles: Readonly<Record<string, string>> = {
   ...podtatoFiles("dev"),
   ...podtatoFiles("health"),
+  ...podtatoChartFiles,
+  ...podtatoValues("dev"),
+  ...podtatoValues("wait"),
+  ...podtatoValues("pinned"),
 };
 
 interface ServiceConfigValues {
   kubeconfig: string | undefined;
   watch: boolean;
+  fluxWatch: boolean;
   webhooks: boolean;
   repoUrl: string;
   argoUrl: string;
@@ -150,6 +223,7 @@ interface ServiceConfigValues {
 function serviceConfig({
   kubeconfig,
   watch,
+  fluxWatch,
   webhooks,
   repoUrl,
   argoUrl,
@@ -198,6 +272,7 @@ ${
     - name: lab
       kubeconfig: ${kubeconfig}
       pollInterval: ${pollIntervalMs}ms
+      watch: ${fluxWatch}
 `
     : ""
 }targets:
@@ -219,6 +294,22 @@ ${
     file: "clusters/{stage}/{service}/deployment.yaml"
     change: { kind: manifest-image, container: app }
     deploy: { tool: flux, cluster: lab, name: "no-such-kustomization" }
+  - match: { project: podtato-helm }
+    repository: gitops
+    file: "flux-charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: flux, cluster: lab, kind: HelmRelease, name: "{service}-helm-{stage}", namespace: flux-system }
+  - match: { project: podtato-helm-slow }
+    repository: gitops
+    file: "flux-charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: flux, cluster: lab, kind: HelmRelease, name: "{service}-helm-{stage}" }
+    timeout: ${slowTimeout}
+  - match: { project: podtato-helm-missing }
+    repository: gitops
+    file: "flux-charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: flux, cluster: lab, kind: HelmRelease, name: "no-such-helmrelease" }
 `
     : ""
 }  - match: { project: sockshop, stage: production, service: orders }
@@ -312,6 +403,7 @@ export class DeploymentWorld {
       text: serviceConfig({
         kubeconfig: this.flux?.kubeconfig,
         watch: this.options.watch ?? true,
+        fluxWatch: this.options.fluxWatch ?? true,
         webhooks: this.options.webhooks !== undefined,
         repoUrl: this.gitServer.repoUrl("gitops.git"),
         argoUrl: this.argo.url,

@@ -4,7 +4,7 @@ import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { freePort } from "../support/nats-server.js";
 import type { GitopsSetup } from "../e2e/argocd-backend.js";
-import { FLUX_KUSTOMIZATIONS } from "../e2e/flux-backend.js";
+import { FLUX_HELM_RELEASES, FLUX_KUSTOMIZATIONS } from "../e2e/flux-backend.js";
 import type { FluxBackend, FluxBackendFactory } from "../e2e/world.js";
 import { KubeLab, SYNCFAIL_POLICY, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
@@ -19,6 +19,9 @@ export const FLUX_LAB_BINARIES = ["kube-apiserver", "source-controller", "kustom
 /** The binary the Flux lab needs in addition when it starts with `{ notifications: true }`. */
 export const FLUX_NOTIFICATION_BINARY = "notification-controller";
 
+/** The binary the Flux lab needs in addition when it starts with `{ helm: true }` (v1.4.3, see components.ts). */
+export const FLUX_HELM_BINARY = "helm-controller";
+
 /** notification-controller's kinds, written with a plain POST (KubeLab.apply does not know their resource paths). */
 const NOTIFICATION_KINDS = {
   Provider: { apiVersion: "notification.toolkit.fluxcd.io/v1beta3", plural: "providers" },
@@ -30,6 +33,9 @@ type NotificationKind = keyof typeof NOTIFICATION_KINDS;
 const FLUX_KINDS = {
   GitRepository: { apiVersion: "source.toolkit.fluxcd.io/v1", plural: "gitrepositories" },
   Kustomization: { apiVersion: "kustomize.toolkit.fluxcd.io/v1", plural: "kustomizations" },
+  HelmRelease: { apiVersion: "helm.toolkit.fluxcd.io/v2", plural: "helmreleases" },
+  /** Written by helm-controller (`<namespace>-<HelmRelease name>`), built by source-controller. */
+  HelmChart: { apiVersion: "source.toolkit.fluxcd.io/v1", plural: "helmcharts" },
 } as const;
 export type FluxKind = keyof typeof FLUX_KINDS;
 
@@ -89,9 +95,53 @@ export interface KustomizationObject extends KubeObject {
   };
 }
 
+/** status.history[] of a HelmRelease: one snapshot per Helm release version, newest first. */
+export interface HelmReleaseSnapshot {
+  chartName: string;
+  chartVersion: string;
+  configDigest: string;
+  digest: string;
+  name: string;
+  namespace: string;
+  status: string;
+  version: number;
+  [key: string]: unknown;
+}
+
+export interface HelmReleaseObject extends KubeObject {
+  metadata: FluxObjectMeta;
+  spec: Record<string, unknown>;
+  status?: {
+    conditions?: FluxCondition[];
+    observedGeneration?: number;
+    lastAttemptedRevision?: string;
+    lastAttemptedGeneration?: number;
+    lastAttemptedReleaseAction?: string;
+    lastHandledReconcileAt?: string;
+    helmChart?: string;
+    history?: HelmReleaseSnapshot[];
+    failures?: number;
+    [key: string]: unknown;
+  };
+}
+
+export interface HelmChartObject extends KubeObject {
+  metadata: FluxObjectMeta;
+  spec: Record<string, unknown>;
+  status?: {
+    artifact?: FluxArtifact;
+    conditions?: FluxCondition[];
+    observedGeneration?: number;
+    observedSourceArtifactRevision?: string;
+    [key: string]: unknown;
+  };
+}
+
 interface FluxObjects {
   GitRepository: GitRepositoryObject;
   Kustomization: KustomizationObject;
+  HelmRelease: HelmReleaseObject;
+  HelmChart: HelmChartObject;
 }
 
 export interface GitRepositoryOptions {
@@ -118,12 +168,40 @@ export interface KustomizationOptions {
   timeout?: string;
 }
 
+/** A HelmRelease whose chart is a directory of a GitRepository (helm-controller makes the HelmChart from it). */
+export interface HelmReleaseOptions {
+  name: string;
+  /** The GitRepository holding the chart. */
+  source: string;
+  /** `spec.chart.spec.chart`: the chart's directory in the repository. */
+  chart: string;
+  /** `spec.chart.spec.valuesFiles`: paths in the repository, merged in order. */
+  valuesFiles?: string[];
+  /** `spec.chart.spec.reconcileStrategy`; the CRD's default is ChartVersion. */
+  reconcileStrategy?: "ChartVersion" | "Revision";
+  /** `spec.targetNamespace`: the release is then `<targetNamespace>-<name>` in that namespace. */
+  targetNamespace?: string;
+  /** Default 1h: in the lab only reconcile requests and new chart versions drive it. */
+  interval?: string;
+  /** `spec.timeout` of the Helm actions; helm-controller's default is 5m0s. */
+  timeout?: string;
+  /** `spec.install`: `disableWait` is needed in the lab, where no Deployment ever becomes ready. */
+  install?: { createNamespace?: boolean; disableWait?: boolean };
+  /** `spec.upgrade` */
+  upgrade?: { disableWait?: boolean };
+}
+
 export interface FluxLabOptions {
   /**
    * Also start notification-controller (first), and point source-controller and kustomize-controller at its event
    * server with `--events-addr`. Default false: the controllers then send no events anywhere.
    */
   notifications?: boolean;
+  /**
+   * Also start helm-controller (last), with the HelmRelease CRD; the HelmChart CRD comes with source-controller's.
+   * Default false.
+   */
+  helm?: boolean;
 }
 
 export interface ProviderOptions {
@@ -189,6 +267,7 @@ export class FluxLab {
     await kube.installCrds(join(labDir(), "crds", "source-controller"));
     await kube.installCrds(join(labDir(), "crds", "kustomize-controller"));
     if (options.notifications) await kube.installCrds(join(labDir(), "crds", "notification-controller"));
+    if (options.helm) await kube.installCrds(join(labDir(), "crds", "helm-controller"));
 
     const env: NodeJS.ProcessEnv = {
       ...process.env,
@@ -270,6 +349,21 @@ export class FluxLab {
           ready: async () => (await fetch(`http://127.0.0.1:${kustomizeHealth}/readyz`)).ok,
         }),
       );
+      if (options.helm) {
+        // helm-controller talks to the lab's API server both as a manager and as Helm (the KUBECONFIG of `env`), and
+        // downloads the charts from source-controller's artifact server at the advertised loopback address.
+        const [helmHealth, helmMetrics] = [await freePort(), await freePort()];
+        processes.push(
+          await LabProcess.start({
+            name: "helm-controller",
+            command: join(labDir(), "bin", FLUX_HELM_BINARY),
+            args: [...commonArgs(helmHealth, helmMetrics), ...eventsArgs],
+            dir,
+            env,
+            ready: async () => (await fetch(`http://127.0.0.1:${helmHealth}/readyz`)).ok,
+          }),
+        );
+      }
       return new FluxLab(kube, storageUrl, processes, eventsUrl);
     } catch (error) {
       for (const started of processes.reverse()) await started.stop();
@@ -314,6 +408,44 @@ export class FluxLab {
         ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
       },
     })) as KustomizationObject;
+  }
+
+  /** A HelmRelease (v2) with its chart from a GitRepository (`spec.chart.spec.sourceRef`). */
+  async createHelmRelease(options: HelmReleaseOptions): Promise<HelmReleaseObject> {
+    const { apiVersion, plural } = FLUX_KINDS.HelmRelease;
+    const answer = await this.kube.request<HelmReleaseObject>(
+      "POST",
+      `/apis/${apiVersion}/namespaces/${FLUX_NAMESPACE}/${plural}`,
+      {
+        apiVersion,
+        kind: "HelmRelease",
+        metadata: { name: options.name, namespace: FLUX_NAMESPACE },
+        spec: {
+          interval: options.interval ?? "1h",
+          chart: {
+            spec: {
+              chart: options.chart,
+              sourceRef: { kind: "GitRepository", name: options.source },
+              interval: options.interval ?? "1h",
+              ...(options.reconcileStrategy === undefined
+                ? {}
+                : { reconcileStrategy: options.reconcileStrategy }),
+              ...(options.valuesFiles === undefined ? {} : { valuesFiles: options.valuesFiles }),
+            },
+          },
+          ...(options.targetNamespace === undefined ? {} : { targetNamespace: options.targetNamespace }),
+          ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+          ...(options.install === undefined ? {} : { install: options.install }),
+          ...(options.upgrade === undefined ? {} : { upgrade: options.upgrade }),
+        },
+      },
+    );
+    if (answer.status !== 201) {
+      throw new Error(
+        `creating HelmRelease/${options.name}: ${answer.status} ${JSON.stringify(answer.body)}`,
+      );
+    }
+    return answer.body;
   }
 
   /** A notification-controller Provider (v1beta3), with the Secret `<name>-token` when a token is given. */
@@ -366,6 +498,10 @@ export class FluxLab {
 
   kustomization(name: string): Promise<KustomizationObject> {
     return this.get("Kustomization", name);
+  }
+
+  helmRelease(name: string): Promise<HelmReleaseObject> {
+    return this.get("HelmRelease", name);
   }
 
   async get<K extends FluxKind>(kind: K, name: string): Promise<FluxObjects[K]> {
@@ -445,6 +581,29 @@ export class FluxLab {
     return { initial: current, changes, stop: () => req.destroy() };
   }
 
+  /** Resolves once the HelmRelease has a deployed release and nothing in progress; fails on a failed install. */
+  async waitForInstall(name: string, timeoutMs: number): Promise<HelmReleaseObject> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hr = await this.helmRelease(name);
+      const ready = fluxCondition(hr, "Ready");
+      if (
+        hr.status?.history?.[0]?.status === "deployed" &&
+        ready?.status === "True" &&
+        hr.status.observedGeneration === hr.metadata.generation &&
+        !fluxCondition(hr, "Reconciling")
+      )
+        return hr;
+      if (ready?.status === "False" && ready.reason !== "SourceNotReady")
+        throw new Error(`HelmRelease ${name} was not installed: ${ready.reason}: ${ready.message}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `HelmRelease ${name} not installed within ${timeoutMs} ms: ${JSON.stringify(hr.status)}`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
   async stop(): Promise<void> {
     for (const started of [...this.processes].reverse()) await started.stop();
   }
@@ -472,15 +631,17 @@ function nowRfc3339Nano(): string {
 }
 
 /**
- * The real Flux of the lab as a backend of the deployment scenarios (test/e2e/flux-scenarios.ts): a KubeLab of its
- * own with the syncfail admission policy, source-controller and kustomize-controller, the GitRepository `gitops`
- * and the Kustomizations of FLUX_KUSTOMIZATIONS.
+ * The real Flux of the lab as a backend of the deployment scenarios (test/e2e/flux-scenarios.ts,
+ * test/e2e/helm-release-scenarios.ts): a KubeLab of its own with the syncfail admission policy, source-controller
+ * and kustomize-controller, the GitRepository `gitops` and the Kustomizations of FLUX_KUSTOMIZATIONS. With
+ * `{ helm: true }` also helm-controller and the HelmReleases of FLUX_HELM_RELEASES, installed before it resolves.
  */
 export function fluxLabBackend(options: FluxLabOptions = {}): FluxBackendFactory {
   return async (setup: GitopsSetup): Promise<FluxBackend> => {
     await requireLabBinaries([
       ...FLUX_LAB_BINARIES,
       ...(options.notifications ? [FLUX_NOTIFICATION_BINARY] : []),
+      ...(options.helm ? [FLUX_HELM_BINARY] : []),
     ]);
     const dir = await mkdtemp(join(tmpdir(), "lab-flux-flow-"));
     const kube = await KubeLab.start(dir);
@@ -502,9 +663,15 @@ export function fluxLabBackend(options: FluxLabOptions = {}): FluxBackendFactory
           timeout: "30s",
         });
       }
+      if (options.helm) {
+        for (const hr of FLUX_HELM_RELEASES) await flux.createHelmRelease(hr);
+        // The scenarios start from installed releases: the first install of the seed commit is not theirs to race.
+        for (const hr of FLUX_HELM_RELEASES) await flux.waitForInstall(hr.name, 120_000);
+      }
       return {
         kubeconfig: kube.kubeconfig,
         kustomization: (name) => flux.kustomization(name),
+        helmRelease: (name) => flux.helmRelease(name),
         ...(options.notifications
           ? {
               sendNotifications: async (url: string, hmacKey: string) => {

@@ -39,6 +39,7 @@ describe("a real Flux notification wakes the deployment (lab)", function () {
     world = await DeploymentWorld.start({
       flux: fluxLabBackend({ notifications: true }),
       watch: false,
+      fluxWatch: false,
       servicePollIntervalMs: 60_000,
       answerTimeoutMs: 45_000,
       webhooks: { fluxHmacKey: "lab-flux-hmac-key-2f4a6c8e", argocdToken: "lab-argocd-webhook-token-1d3f" },

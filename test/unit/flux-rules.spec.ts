@@ -48,6 +48,9 @@ describe("Flux done rules", () => {
 
     it("finds the abbreviated commit in a chart version built with reconcileStrategy Revision", () => {
       expect(commitOfChartVersion(`0.1.0+${NEW.slice(0, 12)}`)).to.equal(NEW.slice(0, 12));
+      // With valuesFiles, source-controller adds the HelmChart's generation (pinned in the lab).
+      expect(commitOfChartVersion(`0.1.0+${NEW.slice(0, 12)}.1`)).to.equal(NEW.slice(0, 12));
+      expect(commitOfChartVersion("0.1.0+1")).to.equal(undefined);
       expect(commitOfChartVersion("0.1.0")).to.equal(undefined);
       expect(commitOfChartVersion("0.1.0+build.5")).to.equal(undefined);
     });
@@ -188,8 +191,7 @@ describe("Flux done rules", () => {
     });
 
     it("refuses a chart that cannot name the commit, with what to set", () => {
-      const refuse = (spec: Record<string, unknown>) => () =>
-        helmReleaseRules.check(hr({}, spec), request, subject);
+      const refuse = (spec: Record<string, unknown>) => () => helmReleaseRules.check(hr({}, spec), subject);
       expect(refuse({ chart: chart() })).to.throw(
         TerminalError,
         "set spec.chart.spec.reconcileStrategy: Revision",

@@ -13,10 +13,11 @@ export function commitOfRevision(revision: string | undefined): string | undefin
 
 /**
  * The abbreviated commit in the version of a chart that source-controller built from a GitRepository with
- * `reconcileStrategy: Revision`: `0.1.0+<first 12 hex of the commit>` (pinned in the lab). Only a short SHA, so
- * it is matched as an abbreviation. Undefined for a version without one.
+ * `reconcileStrategy: Revision`: `0.1.0+<first 12 hex of the commit>`, and `0.1.0+<12 hex>.<HelmChart generation>`
+ * when the HelmRelease has `valuesFiles` (both pinned in the lab). Only a short SHA, so it is matched as an
+ * abbreviation. Undefined for a version without one (`0.1.0`, or `0.1.0+1` with `ChartVersion`).
  */
 export function commitOfChartVersion(version: string | undefined): string | undefined {
-  const match = version ? /\+([0-9a-f]{7,64})$/i.exec(version) : null;
+  const match = version ? /\+([0-9a-f]{7,64})(?:\.\d+)?$/i.exec(version) : null;
   return match ? match[1]!.toLowerCase() : undefined;
 }

@@ -1,5 +1,5 @@
 import { TerminalError } from "../../shared/errors.js";
-import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import type { SyncOutcome, SyncRequest, SyncTarget, SyncWatcher } from "../sync-watcher.js";
 import { News } from "../news.js";
 import { WaitLoop } from "../wait-loop.js";
 import type { WakeUps } from "../wake-ups.js";
@@ -25,6 +25,14 @@ export interface FluxSyncWatcherOptions {
   receiver?: FluxReceiver;
 }
 
+/** The object a deployment follows: its rules, where it is, and how messages name it. */
+interface Followed {
+  rules: FollowedKind<unknown>;
+  namespace: string;
+  name: string;
+  subject: string;
+}
+
 /**
  * The kinds of Flux object a deployment can follow, by `deploy.kind`. (FollowedKind's methods take the parsed
  * object, which their own schema made, so each entry is also a FollowedKind<unknown>.)
@@ -42,11 +50,24 @@ const FOLLOWED_KINDS: Record<"Kustomization" | "HelmRelease", FollowedKind<unkno
 export class FluxSyncWatcher implements SyncWatcher {
   constructor(private readonly options: FluxSyncWatcherOptions) {}
 
+  /**
+   * Before the commit: the object must exist and be able to show a commit (FollowedKind.check). It also opens the
+   * watch, so that the wait after the push can start from its cache.
+   */
+  async check(target: SyncTarget): Promise<void> {
+    const followed = this.followed(target);
+    const { rules, namespace, name, subject } = followed;
+    const unsubscribe = this.options.watch?.subscribe(rules.kind, namespace, name, () => {});
+    try {
+      const loop = new WaitLoop(target, subject, "Flux");
+      rules.check(await this.current(loop, followed, { cache: true }), subject);
+    } finally {
+      unsubscribe?.();
+    }
+  }
+
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
-    const rules = FOLLOWED_KINDS[request.kind ?? "Kustomization"];
-    const name = request.application;
-    const namespace = request.appNamespace ?? "flux-system";
-    const subject = `Flux ${rules.kind} ${namespace}/${name}`;
+    const { rules, namespace, name, subject } = this.followed(request);
     const loop = new WaitLoop(request, subject, "Flux");
 
     // Subscribed before the first read, so that no version the watch brings is missed.
@@ -63,32 +84,47 @@ export class FluxSyncWatcher implements SyncWatcher {
     }
   }
 
-  private async follow(wait: {
-    request: SyncRequest;
-    loop: WaitLoop;
-    rules: FollowedKind<unknown>;
-    namespace: string;
-    name: string;
-    subject: string;
-    news: News<unknown>;
-  }): Promise<SyncOutcome> {
-    const { request, loop, rules, namespace, name, subject, news } = wait;
-    const { client, watch } = this.options;
-    const parse = (body: unknown) => {
-      const parsed = rules.schema.safeParse(body);
-      if (parsed.success) return parsed.data;
-      throw new TerminalError(
-        `${subject} has a shape this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
-      );
-    };
-    const read = async () => parse(await loop.call(() => client.read(rules.kind, namespace, name)));
+  private followed(target: SyncTarget): Followed {
+    const rules = FOLLOWED_KINDS[target.kind ?? "Kustomization"];
+    const namespace = target.appNamespace ?? "flux-system";
+    const name = target.application;
+    return { rules, namespace, name, subject: `Flux ${rules.kind} ${namespace}/${name}` };
+  }
 
-    let object = watch?.cached(rules.kind, namespace, name);
-    let current = object === undefined ? await read() : parse(object);
-    rules.check(current, request, subject);
+  /**
+   * The object, parsed: the version the watch brought (`pushed`), else (with `cache`) the watch's cache, else a
+   * read. In the wait loop the cache holds nothing new: its versions came as `pushed`, and the read is the safety net.
+   */
+  private async current(
+    loop: WaitLoop,
+    followed: Followed,
+    from: { pushed?: unknown; cache: boolean },
+  ): Promise<unknown> {
+    const { client, watch } = this.options;
+    const { rules, namespace, name, subject } = followed;
+    const body =
+      from.pushed ??
+      (from.cache ? watch?.cached(rules.kind, namespace, name) : undefined) ??
+      (await loop.call(() => client.read(rules.kind, namespace, name)));
+    const parsed = rules.schema.safeParse(body);
+    if (parsed.success) return parsed.data;
+    throw new TerminalError(
+      `${subject} has a shape this service does not understand: ${parsed.error.issues[0]?.message ?? "?"}`,
+    );
+  }
+
+  private async follow(
+    wait: Followed & { request: SyncRequest; loop: WaitLoop; news: News<unknown> },
+  ): Promise<SyncOutcome> {
+    const { request, loop, rules, namespace, subject, news } = wait;
+    const { watch } = this.options;
+
+    let current = await this.current(loop, wait, { cache: true });
+    // Checked before the commit too (check()); the object may have changed since.
+    rules.check(current, subject);
     const sourceRef = rules.source(current);
     const source = this.sourceReader(loop, sourceRef, namespace);
-    await this.requestReconcile(loop, request, rules.kind, namespace, name, sourceRef);
+    await this.requestReconcile(wait, sourceRef);
     for (;;) {
       const verdict = await rules.verdict(current, request, subject, source.read);
       if (verdict) return verdict;
@@ -100,8 +136,7 @@ export class FluxSyncWatcher implements SyncWatcher {
       // Even with news waiting, pause(0) checks the deadline, so a flapping object cannot outlive it.
       const next = news.nextPause(interval);
       await loop.pause(next.ms, next.wake);
-      object = news.take();
-      current = object === undefined ? await read() : parse(object);
+      current = await this.current(loop, wait, { pushed: news.take(), cache: false });
     }
   }
 
@@ -111,16 +146,15 @@ export class FluxSyncWatcher implements SyncWatcher {
    * and then of the object.
    */
   private async requestReconcile(
-    loop: WaitLoop,
-    request: SyncRequest,
-    kind: FollowedKind<unknown>["kind"],
-    namespace: string,
-    name: string,
+    wait: Followed & { request: SyncRequest; loop: WaitLoop },
     sourceRef: FluxSourceRef | undefined,
   ): Promise<void> {
+    const { request, loop, rules, namespace, name } = wait;
     const { client, receiver } = this.options;
     if (receiver) {
-      await loop.call(() => receiver.notify(request.commit, `${kind}/${namespace}/${name}`, request.signal));
+      await loop.call(() =>
+        receiver.notify(request.commit, `${rules.kind}/${namespace}/${name}`, request.signal),
+      );
       return;
     }
     if (sourceRef && isSourceKind(sourceRef.kind)) {
@@ -129,7 +163,7 @@ export class FluxSyncWatcher implements SyncWatcher {
         client.requestReconcile(sourceKind, sourceRef.namespace ?? namespace, sourceRef.name),
       );
     }
-    await loop.call(() => client.requestReconcile(kind, namespace, name));
+    await loop.call(() => client.requestReconcile(rules.kind, namespace, name));
   }
 
   /**

@@ -12,8 +12,8 @@ export interface FollowedKind<T> {
   schema: ZodType<T>;
   /** The source to ask to reconcile first, so that it fetches the commit; undefined when it cannot be asked. */
   source(object: T): FluxSourceRef | undefined;
-  /** Throws a TerminalError when the object can never show the commit (suspended, a chart not from git, ...). */
-  check(object: T, request: SyncRequest, subject: string): void;
+  /** Throws a TerminalError when the object can never show a commit (suspended, a chart not from git, ...). */
+  check(object: T, subject: string): void;
   /** The final state for the commit, or undefined while Flux is still on its way. */
   verdict(
     object: T,

@@ -19,7 +19,7 @@ const FAILURE_REASONS = new Set([
 
 /**
  * A HelmRelease (helm.toolkit.fluxcd.io/v2) whose chart source-controller builds from the GitOps repository with
- * `reconcileStrategy: Revision`, so that the chart version is `<version>+<first 12 hex of the commit>` (the only
+ * `reconcileStrategy: Revision`, so that the chart version is `<version>+<first 12 hex of the commit>[.<n>]` (the only
  * place a HelmRelease names a commit; pinned in the lab). Done when the newest release in `history` is `deployed`
  * at a chart version whose commit contains ours, it is the one last attempted, Ready=True at the current generation
  * and nothing reconciling: helm-controller writes Ready=True while Reconciling is still there. Failed when Ready=False
@@ -35,23 +35,23 @@ export const helmReleaseRules: FollowedKind<HelmRelease> = {
     return sourceRef?.kind === "GitRepository" ? sourceRef : undefined;
   },
 
-  check(hr, request, subject) {
+  check(hr, subject) {
     const { name, namespace } = hr.metadata;
     if (hr.spec.suspend) {
       throw new TerminalError(
-        `${subject} is suspended, so Flux will not release commit ${short(request.commit)}; resume it (flux resume helmrelease ${name} -n ${namespace ?? request.appNamespace})`,
+        `${subject} is suspended, so Flux would not release the change; resume it (flux resume helmrelease ${name} -n ${namespace ?? "flux-system"})`,
       );
     }
     const chart = hr.spec.chart?.spec;
     if (!chart || chart.sourceRef.kind !== "GitRepository") {
       const from = chart ? `${chart.sourceRef.kind} ${chart.sourceRef.name}` : "a chartRef";
       throw new TerminalError(
-        `${subject} takes its chart from ${from}, not from the GitOps repository, so no chart version can name commit ${short(request.commit)}; follow the Kustomization that applies the HelmRelease instead (deploy.kind: Kustomization, with wait: true)`,
+        `${subject} takes its chart from ${from}, not from the GitOps repository, so no chart version can name a commit; follow the Kustomization that applies the HelmRelease instead (deploy.kind: Kustomization, with wait: true)`,
       );
     }
     if (chart.reconcileStrategy !== "Revision") {
       throw new TerminalError(
-        `${subject} builds its chart from GitRepository ${chart.sourceRef.name} with reconcileStrategy ${chart.reconcileStrategy ?? "ChartVersion"}, so the chart version does not change with a commit and cannot name commit ${short(request.commit)}; set spec.chart.spec.reconcileStrategy: Revision`,
+        `${subject} builds its chart from GitRepository ${chart.sourceRef.name} with reconcileStrategy ${chart.reconcileStrategy ?? "ChartVersion"}, so the chart version does not change with a commit and cannot name one; set spec.chart.spec.reconcileStrategy: Revision`,
       );
     }
   },

@@ -25,11 +25,11 @@ export const kustomizationRules: FollowedKind<Kustomization> = {
 
   source: (ks) => ks.spec.sourceRef,
 
-  check(ks, request, subject) {
+  check(ks, subject) {
     if (!ks.spec.suspend) return;
     const { name, namespace } = ks.metadata;
     throw new TerminalError(
-      `${subject} is suspended, so Flux will not apply commit ${short(request.commit)}; resume it (flux resume kustomization ${name} -n ${namespace ?? request.appNamespace})`,
+      `${subject} is suspended, so Flux would not apply the change; resume it (flux resume kustomization ${name} -n ${namespace ?? "flux-system"})`,
     );
   },
 

@@ -10,6 +10,7 @@ import {
 import { waitFor } from "../../support/wait.js";
 import { FluxSimulator, formatGoDuration, goDurationMs } from "./flux-simulator.js";
 import type { FluxCondition } from "./flux-simulator.js";
+import { helmUpgradeSteps } from "../../support/helm-release-pins.js";
 
 // What a client of the Kubernetes API sees of the simulated Flux: the same shapes and sequences that
 // test/lab/flux.real.spec.ts pins on the real controllers (docs/testing.md "Flux in the lab").
@@ -233,6 +234,23 @@ describe("FluxSimulator", function () {
           reconcileStrategy: "Revision",
           targetNamespace: "sockshop-dev",
         },
+        {
+          name: "orders",
+          source: "apps",
+          chart: "./charts/orders",
+          valuesFiles: ["charts/orders/values-dev.yaml"],
+          reconcileStrategy: "Revision",
+          targetNamespace: "sockshop-dev",
+          install: { disableWait: true },
+          upgrade: { disableWait: true },
+        },
+        {
+          name: "carts-pinned",
+          source: "apps",
+          chart: "./charts/carts",
+          valuesFiles: ["charts/carts/values-production.yaml"],
+          targetNamespace: "sockshop-production",
+        },
       ],
     });
     await sim.start();
@@ -408,7 +426,8 @@ describe("FluxSimulator", function () {
 
   it("installs a HelmRelease from a git chart: InstallSucceeded, chart version with the commit, history", async () => {
     const hr = await get(`${HR_PATH}/carts`);
-    const chartVersion = `0.1.0+${seed.slice(0, 12)}`;
+    // source-controller appends the HelmChart's generation when valuesFiles are set (lab: 0.1.0+ad8065430ab9.1).
+    const chartVersion = `0.1.0+${seed.slice(0, 12)}.1`;
     const message = `Helm install succeeded for release sockshop-dev/sockshop-dev-carts.v1 with chart carts@${chartVersion}`;
     expect(hr.status.conditions?.map((c) => [c.type, c.status, c.reason, c.message])).to.deep.equal([
       ["Ready", "True", "InstallSucceeded", message],
@@ -451,7 +470,7 @@ describe("FluxSimulator", function () {
       },
       "sim: carts 0.13.2",
     );
-    const chartVersion = `0.1.0+${sha.slice(0, 12)}`;
+    const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
     const hrWatch = await watch(HR_PATH, "carts");
     try {
       await requestReconcile(`${GR_PATH}/apps`);
@@ -475,47 +494,8 @@ describe("FluxSimulator", function () {
         ?.map((h) => `${String(h["status"])} v${String(h["version"])}`)
         .join(", "),
     }));
-    const old = `0.1.0+${seed.slice(0, 12)}`;
-    const running = "Running 'upgrade' action with timeout of 5m0s";
-    expect(steps).to.deep.equal([
-      // Fulfilling prerequisites: Ready still says True for the previous release.
-      {
-        ready: "True/InstallSucceeded",
-        reconciling: "Fulfilling prerequisites",
-        lastAttemptedRevision: old,
-        history: "deployed v1",
-      },
-      {
-        ready: "Unknown/Progressing",
-        reconciling: running,
-        lastAttemptedRevision: old,
-        history: "deployed v1",
-      },
-      {
-        ready: "Unknown/Progressing",
-        reconciling: running,
-        lastAttemptedRevision: chartVersion,
-        history: "deployed v1",
-      },
-      {
-        ready: "True/UpgradeSucceeded",
-        reconciling: running,
-        lastAttemptedRevision: chartVersion,
-        history: "deployed v1",
-      },
-      {
-        ready: "True/UpgradeSucceeded",
-        reconciling: running,
-        lastAttemptedRevision: chartVersion,
-        history: "deployed v2, superseded v1",
-      },
-      {
-        ready: "True/UpgradeSucceeded",
-        reconciling: "-",
-        lastAttemptedRevision: chartVersion,
-        history: "deployed v2, superseded v1",
-      },
-    ]);
+    const old = `0.1.0+${seed.slice(0, 12)}.1`;
+    expect(steps).to.deep.equal(helmUpgradeSteps(old, chartVersion));
     expect(condition(hrWatch.events.at(-1)?.object as FluxObject, "Ready")?.message).to.equal(
       `Helm upgrade succeeded for release sockshop-dev/sockshop-dev-carts.v2 with chart carts@${chartVersion}`,
     );
@@ -530,7 +510,7 @@ describe("FluxSimulator", function () {
       },
       "sim: carts refused",
     );
-    const chartVersion = `0.1.0+${sha.slice(0, 12)}`;
+    const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
     await requestReconcile(`${GR_PATH}/apps`);
     const failed = await waitFor(
       async () => {
@@ -555,6 +535,72 @@ describe("FluxSimulator", function () {
       lastAttemptedRevision: chartVersion,
     });
     expect(failed.status.history?.[0]).to.include({ status: "failed", version: 3, chartVersion });
+  });
+
+  it("recovers on the next commit: failure counts cleared with the new attempt, history cut at the last good one", async () => {
+    const sha = await commitToBare(
+      fixture.bareDir,
+      {
+        "charts/carts/values-dev.yaml":
+          'image:\n  repository: docker.io/keptnexamples/carts\n  tag: "0.13.4"\n',
+      },
+      "sim: carts recovers",
+    );
+    const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
+    const hrWatch = await watch(HR_PATH, "carts");
+    try {
+      await requestReconcile(`${GR_PATH}/apps`);
+      await waitFor(
+        () =>
+          hrWatch.events.some(
+            (e) =>
+              e.object.status.history?.[0]?.["chartVersion"] === chartVersion &&
+              e.object.status.history.length === 3 &&
+              !condition(e.object, "Reconciling"),
+          ),
+        { timeoutMs: 5_000, what: "carts upgraded and its history cut" },
+      );
+    } finally {
+      hrWatch.stop();
+    }
+    // As helm-controller v1.4.3 in the lab: the counts go with the version that names the new attempt.
+    const attempt = hrWatch.events.find((e) => e.object.status.lastAttemptedRevision === chartVersion);
+    expect(attempt?.object.status).to.not.have.any.keys("failures", "upgradeFailures");
+    const histories = hrWatch.events.map((e) =>
+      e.object.status.history?.map((h) => `${String(h["status"])} v${String(h["version"])}`).join(", "),
+    );
+    expect(histories).to.include("deployed v4, failed v3, superseded v2, superseded v1");
+    expect(histories.at(-1)).to.equal("deployed v4, failed v3, superseded v2");
+  });
+
+  it("releases a hang tag at once with disableWait, and keeps a ChartVersion chart at <version>+<generation>", async () => {
+    const sha = await commitToBare(
+      fixture.bareDir,
+      {
+        "charts/orders/values-dev.yaml":
+          "image:\n  repository: docker.io/keptnexamples/orders\n  tag: 0.13.2-hang\n",
+      },
+      "sim: orders hang",
+    );
+    const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
+    await requestReconcile(`${GR_PATH}/apps`);
+    const orders = await waitFor(
+      async () => {
+        const hr = await get(`${HR_PATH}/orders`);
+        return hr.status.lastAttemptedRevision === chartVersion && !condition(hr, "Reconciling")
+          ? hr
+          : undefined;
+      },
+      { timeoutMs: 5_000, what: "orders upgraded" },
+    );
+    // Helm does not wait for the Deployment: no "context deadline exceeded", the release is deployed.
+    expect(orders.status.history?.[0]).to.include({ status: "deployed", chartVersion });
+    expect(orders.spec).to.deep.include({ install: { disableWait: true }, upgrade: { disableWait: true } });
+    // reconcileStrategy ChartVersion (the CRD default) with valuesFiles: only the HelmChart's generation (lab).
+    const pinned = await get(`${HR_PATH}/carts-pinned`);
+    expect(pinned.status.history?.map((h) => [h["chartVersion"], h["status"]])).to.deep.equal([
+      ["0.1.0+1", "deployed"],
+    ]);
   });
 
   it("walks a new revision through the GitRepository and the Kustomization in the lab's order", async () => {

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { EventEmitter } from "node:events";
 import { createHash, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
@@ -71,6 +72,13 @@ export interface SimulatedHelmRelease {
   interval?: string;
   /** `spec.timeout`, default: helm-controller's 5m0s */
   timeout?: string;
+  /**
+   * `spec.install`: `disableWait` skips Helm's wait for the objects (then `crashloop`/`hang` install fine);
+   * `createNamespace` is reported only (the simulator does not check namespaces).
+   */
+  install?: { createNamespace?: boolean; disableWait?: boolean };
+  /** `spec.upgrade`: `disableWait` as for install */
+  upgrade?: { disableWait?: boolean };
 }
 
 export interface FluxSimulatorOptions {
@@ -283,6 +291,11 @@ interface KustomizationRecord extends Record_ {
 
 interface HelmReleaseRecord extends Record_ {
   kind: "HelmRelease";
+  /**
+   * The HelmChart helm-controller keeps for it (not served): its spec, and its generation, which grows when the
+   * HelmRelease's `spec.chart.spec` changes. With `valuesFiles` the generation is part of the chart version.
+   */
+  helmChart?: { spec: string; generation: number };
 }
 
 type FluxRecord = GitRepositoryRecord | KustomizationRecord | HelmReleaseRecord;
@@ -302,7 +315,8 @@ interface ReleaseSnapshot {
   version: number;
 }
 
-interface WrittenVersion {
+/** One version of an object as the simulator wrote it; `written` events carry it with the time. */
+export interface WrittenVersion {
   resourceVersion: number;
   type: "ADDED" | "MODIFIED";
   resource: ResourceType;
@@ -318,7 +332,7 @@ interface Watcher {
   name?: string;
 }
 
-export class FluxSimulator {
+export class FluxSimulator extends EventEmitter<{ written: [WrittenVersion & { at: number }] }> {
   /** every HTTP request received, in order */
   readonly requests: RecordedRequest[] = [];
   /** internal failures that were not an API answer; tests assert it stays empty */
@@ -342,6 +356,7 @@ export class FluxSimulator {
   private pendingFailures: number[] = [];
 
   constructor(options: FluxSimulatorOptions) {
+    super();
     if (options.token === "") throw new Error("FluxSimulator: options.token must not be empty");
     this.token = options.token;
     this.healthCheckTimeoutMs = nonNegative(options.healthCheckTimeoutMs, 300, "healthCheckTimeoutMs");
@@ -512,6 +527,8 @@ export class FluxSimulator {
       ...(hr.targetNamespace === undefined ? {} : { targetNamespace: hr.targetNamespace }),
       ...(hr.timeout === undefined ? {} : { timeout: hr.timeout }),
       ...(hr.values === undefined ? {} : { values: hr.values }),
+      ...(hr.install === undefined ? {} : { install: hr.install }),
+      ...(hr.upgrade === undefined ? {} : { upgrade: hr.upgrade }),
     };
     this.register({ ...this.newRecord(type, hr.name, namespace, spec), kind: "HelmRelease" });
   }
@@ -585,6 +602,7 @@ export class FluxSimulator {
       json: serialize(object),
     };
     this.versions.push(version);
+    this.emit("written", { ...version, at: performance.now() });
     for (const watcher of this.watchers) {
       if (watcherMatches(watcher, version)) watcher.res.write(watchLine(version));
     }
@@ -1010,10 +1028,20 @@ export class FluxSimulator {
       });
       return;
     }
+    const chartSpecText = JSON.stringify(sortKeys(chartSpec));
+    if (record.helmChart?.spec !== chartSpecText) {
+      record.helmChart = { spec: chartSpecText, generation: (record.helmChart?.generation ?? 0) + 1 };
+    }
+    // source-controller's build metadata: the commit's first 12 hex with `Revision`, then, with valuesFiles, the
+    // HelmChart's generation (lab: 0.1.0+ad8065430ab9.1, and 0.1.0+1 with ChartVersion).
+    const buildMetadata = [
+      ...(chartSpec["reconcileStrategy"] === "Revision" ? [chart.sha.slice(0, 12)] : []),
+      ...(Array.isArray(chartSpec["valuesFiles"]) && chartSpec["valuesFiles"].length > 0
+        ? [String(record.helmChart.generation)]
+        : []),
+    ];
     const chartVersion =
-      chartSpec["reconcileStrategy"] === "Revision"
-        ? `${chart.version}+${chart.sha.slice(0, 12)}`
-        : chart.version;
+      buildMetadata.length > 0 ? `${chart.version}+${buildMetadata.join(".")}` : chart.version;
     const configDigest = `sha256:${createHash("sha256")
       .update(JSON.stringify(sortKeys(spec["values"] ?? {})))
       .digest("hex")}`;
@@ -1024,9 +1052,11 @@ export class FluxSimulator {
       latest.configDigest === configDigest &&
       status()["lastAttemptedGeneration"] === generation;
     if (inSync && latest.status === "deployed") {
-      // Nothing to do: the release is in sync with the chart and the values.
+      // Nothing to do: the release is in sync with the chart and the values. The lab writes the end of the
+      // reconcile and the handled request in two versions.
+      this.write(record, (o) => removeCondition(o, "Reconciling"));
+      await this.step();
       this.write(record, (o) => {
-        removeCondition(o, "Reconciling");
         o.status.observedGeneration = generation;
         handled(o);
       });
@@ -1039,8 +1069,9 @@ export class FluxSimulator {
         removeCondition(o, "Reconciling");
         const last = String(o.status["lastAttemptedReleaseAction"] ?? "install");
         setCondition(o, "Stalled", "True", "RetriesExceeded", `Failed to ${last} after 1 attempt(s)`);
-        handled(o);
       });
+      await this.step();
+      this.write(record, handled);
       return;
     }
 
@@ -1058,9 +1089,16 @@ export class FluxSimulator {
       o.status["lastAttemptedGeneration"] = generation;
       o.status["lastAttemptedRevision"] = chartVersion;
       o.status["storageNamespace"] = metadata.namespace;
+      // A new release target: helm-controller clears the failure counts as it starts on it (lab).
+      delete o.status["failures"];
+      delete o.status["installFailures"];
+      delete o.status["upgradeFailures"];
     });
     await this.step();
-    if (chart.outcome === "crashloop" || chart.outcome === "hang") await delay(this.healthCheckTimeoutMs);
+    // Helm waits for the objects unless `spec.<action>.disableWait`: only then do crashloop and hang matter.
+    const waits = (spec[action] as { disableWait?: boolean } | undefined)?.disableWait !== true;
+    const outcome = waits || chart.outcome === "sync-fail" ? chart.outcome : "healthy";
+    if (outcome === "crashloop" || outcome === "hang") await delay(this.healthCheckTimeoutMs);
     if (this.state !== "running") return;
 
     const version = (history()[0]?.version ?? 0) + 1;
@@ -1085,9 +1123,9 @@ export class FluxSimulator {
       o.status["lastAttemptedReleaseActionDuration"] = formatGoDuration(performance.now() - started, true);
     };
 
-    if (chart.outcome !== "healthy") {
+    if (outcome !== "healthy") {
       const cause =
-        chart.outcome === "sync-fail"
+        outcome === "sync-fail"
           ? helmRefusal(action, releaseName, deployedBefore && chart.hasDeployment)
           : "context deadline exceeded";
       const message = `Helm ${action} failed for release ${releaseNamespace}/${releaseName} with chart ${chartRef}: ${cause}`;
@@ -1106,6 +1144,9 @@ export class FluxSimulator {
       this.write(record, (o) => {
         removeCondition(o, "Reconciling");
         setCondition(o, "Stalled", "True", "RetriesExceeded", `Failed to ${action} after 1 attempt(s)`);
+      });
+      await this.step();
+      this.write(record, (o) => {
         o.status.observedGeneration = generation;
         handled(o);
       });
@@ -1124,13 +1165,19 @@ export class FluxSimulator {
         snapshot("deployed"),
         ...history().map((h) => (h.status === "deployed" ? { ...h, status: "superseded" as const } : h)),
       ].slice(0, HISTORY_LIMIT);
-      delete o.status["failures"];
-      delete o.status["installFailures"];
-      delete o.status["upgradeFailures"];
     });
     await this.step();
     this.write(record, (o) => removeCondition(o, "Reconciling"));
     await this.step();
+    // Snapshots.Truncate: after a release, keep the entries down to the previous successful one (lab: [v4 deployed,
+    // v3 failed, v2 superseded, v1 superseded] becomes [v4, v3, v2]), in a version of its own.
+    const kept = truncatedHistory(history());
+    if (kept.length < history().length) {
+      this.write(record, (o) => {
+        o.status["history"] = kept;
+      });
+      await this.step();
+    }
     this.write(record, (o) => {
       o.status.observedGeneration = generation;
       handled(o);
@@ -1664,6 +1711,14 @@ async function readChart(
     outcome: rolloutOutcome(all),
     hasDeployment: /kind:\s*Deployment/.test(all),
   };
+}
+
+/** helm-controller's Snapshots.Truncate: the newest entry, then everything down to the first deployed or superseded one. */
+function truncatedHistory(history: ReleaseSnapshot[]): ReleaseSnapshot[] {
+  const previous = history.findIndex(
+    (h, i) => i > 0 && (h.status === "deployed" || h.status === "superseded"),
+  );
+  return previous < 0 ? history : history.slice(0, previous + 1);
 }
 
 /** What Helm reports when the API server refuses the Deployment (the lab's admission policy), per action. */
