@@ -1,4 +1,9 @@
-import { ArgoCdSimulator, type RetryStrategyJson } from "../simulators/argocd/argocd-simulator.js";
+import {
+  ArgoCdSimulator,
+  type IgnoreDifferenceJson,
+  type LiveHealth,
+  type RetryStrategyJson,
+} from "../simulators/argocd/argocd-simulator.js";
 
 /** One Argo CD API call as the service made it. */
 export interface RecordedCall {
@@ -18,7 +23,23 @@ export interface ArgoCdBackend {
   readonly token: string;
   readonly requests: RecordedCall[];
   injectFailures(count: number, status?: number): void;
+  /** What the traps of test/e2e/never-fooled.ts do to the cluster behind Argo CD. */
+  readonly levers?: ClusterLevers;
   stop(): Promise<void>;
+}
+
+/**
+ * Changes to the cluster that no git commit makes, as operators and controllers make them. The lab makes them for
+ * real (an AppProject sync window, a patch of the live Deployment); the simulator has a stand-in for each.
+ */
+export interface ClusterLevers {
+  /** A deny sync window for `app`: Argo CD does not sync it, automatically or on request, until lifted. */
+  denySyncs(app: string, denied: boolean): Promise<void>;
+  /**
+   * The health the live Deployment of `app` reports (the lab's `lab.keptn.sh/health` annotation, read by its Lua
+   * health script); undefined gives it back its rollout's own.
+   */
+  setLiveHealth(app: string, health: LiveHealth | undefined): Promise<void>;
 }
 
 /** The GitOps repository as the backend must read it. */
@@ -43,6 +64,8 @@ export interface LabApplication {
   namespace: string;
   /** spec.syncPolicy.retry; without it Argo CD v3 retries a failed automated sync 5 times (5s, 10s, ... 80s). */
   retry?: RetryStrategyJson;
+  /** spec.ignoreDifferences */
+  ignoreDifferences?: IgnoreDifferenceJson[];
 }
 
 /** One quick retry: the failed-sync scenario gets Argo CD's final verdict in about a second. */
@@ -83,6 +106,38 @@ export const APPLICATIONS: LabApplication[] = [
   },
 ];
 
+/** `payments-<stage>`: chart `charts/payments` with `values-<stage>.yaml`, in namespace `sockshop-<stage>`. */
+const payments = (stage: string, app: Pick<LabApplication, "automated"> & Partial<LabApplication>) => ({
+  name: `payments-${stage}`,
+  path: "charts/payments",
+  valueFiles: [`values-${stage}.yaml`],
+  namespace: `sockshop-${stage}`,
+  ...app,
+});
+
+/**
+ * The applications of the never-fooled traps (test/e2e/never-fooled.ts), one per trap, so that the other scenarios
+ * never see them: Keptn project `sockshop`, service `payments` (files: `paymentsGitopsFiles`, which the traps
+ * commit). Only the worlds of those traps run them.
+ */
+export const PAYMENTS_APPLICATIONS: LabApplication[] = [
+  // a stale Healthy from before the rollout
+  payments("dev", { automated: true }),
+  // a sync of an older revision, started by an operator while the deployment waits
+  payments("production", { automated: false }),
+  // Synced at the new revision, although the new image was never applied
+  payments("canary", {
+    automated: false,
+    ignoreDifferences: [
+      { group: "apps", kind: "Deployment", jsonPointers: ["/spec/template/spec/containers/0/image"] },
+    ],
+  }),
+  // Synced at the new revision with a failed operation: its values turn on a PostSync hook
+  payments("qa", { automated: true, retry: QUICK_RETRY }),
+  // a health that flaps
+  payments("staging", { automated: true }),
+];
+
 /** JWT-shaped, as argocd-server only reads bearer tokens with three dot-separated parts. */
 export const SIMULATOR_TOKEN =
   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJrZXB0bi1naXRvcHMifQ.c2ltdWxhdG9yLTEyMzQ1Njc4OTA";
@@ -93,20 +148,26 @@ export interface SimulatorTimings {
   healthDelayMs?: number;
 }
 
-/** The Argo CD simulator as a backend; `simulator` is there for what only it offers (the `settled` event). */
+/**
+ * The Argo CD simulator as a backend, running `applications` (default `APPLICATIONS`); `simulator` is there for
+ * what only it offers (the `settled` event).
+ */
 export function simulatorBackend(
   timings: SimulatorTimings = {},
+  applications: LabApplication[] = APPLICATIONS,
 ): (setup: GitopsSetup) => Promise<ArgoCdBackend & { simulator: ArgoCdSimulator }> {
   return async (setup) => {
     const simulator = new ArgoCdSimulator({
       token: SIMULATOR_TOKEN,
-      apps: APPLICATIONS.map((app) => ({
+      apps: applications.map((app) => ({
         name: app.name,
         repoURL: setup.repoUrl,
         gitDir: setup.bareDir,
         path: app.path,
+        ...(app.valueFiles ? { valueFiles: app.valueFiles } : {}),
         automated: app.automated,
         ...(app.retry ? { retry: app.retry } : {}),
+        ...(app.ignoreDifferences ? { ignoreDifferences: app.ignoreDifferences } : {}),
       })),
       pollIntervalMs: timings.pollIntervalMs ?? 100,
       syncDurationMs: timings.syncDurationMs ?? 50,
@@ -121,6 +182,10 @@ export function simulatorBackend(
       token: SIMULATOR_TOKEN,
       requests: simulator.requests,
       injectFailures: (count, status) => simulator.injectFailures(count, status),
+      levers: {
+        denySyncs: async (app, denied) => simulator.denySyncs(app, denied),
+        setLiveHealth: (app, health) => simulator.setLiveHealth(app, health),
+      },
       stop: () => simulator.stop(),
     };
   };

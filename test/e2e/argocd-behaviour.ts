@@ -7,6 +7,7 @@ import {
   readFileAt,
   type GitopsFixture,
 } from "../support/gitops-fixture.js";
+import { AppStream } from "../support/app-stream.js";
 import { waitFor } from "../support/wait.js";
 import type { ArgoCdBackend, ArgoCdBackendFactory } from "./argocd-backend.js";
 
@@ -30,56 +31,6 @@ interface AppView {
     };
     history?: Array<{ id: number; revision: string }>;
   };
-}
-
-/** Every version of one application that GET /api/v1/stream/applications?name= sent, in order. */
-class AppStream {
-  readonly frames: AppView[] = [];
-  private buffered = "";
-
-  private constructor(private readonly controller: AbortController) {}
-
-  static async open(argo: ArgoCdBackend, name: string): Promise<AppStream> {
-    const controller = new AbortController();
-    const stream = new AppStream(controller);
-    const response = await fetch(`${argo.url}/api/v1/stream/applications?name=${name}`, {
-      headers: { authorization: `Bearer ${argo.token}`, accept: "text/event-stream" },
-      signal: controller.signal,
-    });
-    expect(response.status, "the watch stream answers").to.equal(200);
-    void stream.read(response.body!.pipeThrough(new TextDecoderStream()).getReader());
-    await waitFor(() => stream.frames.length > 0, { timeoutMs: 10_000, what: `the first frame of ${name}` });
-    return stream;
-  }
-
-  private async read(reader: ReadableStreamDefaultReader<string>): Promise<void> {
-    try {
-      for (;;) {
-        const chunk = await reader.read();
-        if (chunk.done) return;
-        this.buffered += chunk.value;
-        let end: number;
-        while ((end = this.buffered.indexOf("\n")) >= 0) {
-          const line = this.buffered.slice(0, end).trim();
-          this.buffered = this.buffered.slice(end + 1);
-          const json = line.startsWith("data:") ? line.slice(5).trim() : line.startsWith("{") ? line : "";
-          if (!json) continue;
-          const frame = JSON.parse(json) as { result?: { application?: AppView } };
-          if (frame.result?.application) this.frames.push(frame.result.application);
-        }
-      }
-    } catch {
-      // aborted by close()
-    }
-  }
-
-  until(what: string, ok: (app: AppView) => boolean, timeoutMs: number): Promise<AppView> {
-    return waitFor(() => this.frames.find(ok), { timeoutMs, what });
-  }
-
-  close(): void {
-    this.controller.abort();
-  }
 }
 
 export interface BehaviourOptions {
@@ -153,7 +104,7 @@ export function argoCdBehaviour(options: BehaviourOptions): void {
     });
 
     it("moves sync.revision to the full SHA first, with the old health, then syncs it and records it in history", async () => {
-      const stream = await AppStream.open(argo, "carts-dev");
+      const stream = await AppStream.open<AppView>(argo, "carts-dev");
       try {
         const before = stream.frames.at(-1)!;
         const sha = await bumpTag(fixture, "charts/carts/values-dev.yaml", "0.13.3");
@@ -226,7 +177,7 @@ export function argoCdBehaviour(options: BehaviourOptions): void {
     });
 
     it("retries a failed automated sync as its retry policy says, staying Running, then fails for good", async () => {
-      const stream = await AppStream.open(argo, "orders-dev");
+      const stream = await AppStream.open<AppView>(argo, "orders-dev");
       try {
         const historyBefore = stream.frames.at(-1)!.status?.history;
         const sha = await bumpTag(fixture, "charts/orders/values-dev.yaml", "0.13.9-syncfail");
@@ -291,7 +242,7 @@ export function argoCdBehaviour(options: BehaviourOptions): void {
 
     // Last: the application keeps retrying for minutes afterwards.
     it("retries an automated sync 5 times when the application has no retry policy (Argo CD v3)", async () => {
-      const stream = await AppStream.open(argo, "carts-dev");
+      const stream = await AppStream.open<AppView>(argo, "carts-dev");
       try {
         const sha = await bumpTag(fixture, "charts/carts/values-dev.yaml", "0.16.0-syncfail");
         await app("carts-dev", "?refresh=normal");

@@ -6,12 +6,14 @@ import { promisify } from "node:util";
 import type {
   ArgoCdBackend,
   ArgoCdBackendFactory,
+  ClusterLevers,
   GitopsSetup,
   LabApplication,
 } from "../e2e/argocd-backend.js";
 import { APPLICATIONS } from "../e2e/argocd-backend.js";
 import { freePort } from "../support/nats-server.js";
 import { RecordingProxy } from "../support/recording-proxy.js";
+import { waitFor } from "../support/wait.js";
 import { SYNCFAIL_POLICY, type KubeLab, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
 import { labDir } from "./lab-paths.js";
@@ -20,11 +22,22 @@ const run = promisify(execFile);
 const NAMESPACE = "argocd";
 const ADMIN_PASSWORD = "lab-admin-password";
 
+/** The annotation of a live Deployment that sets its health from outside (`ClusterLevers.setLiveHealth`). */
+const HEALTH_ANNOTATION = "lab.keptn.sh/health";
+
 /**
  * Health of a Deployment in a cluster without nodes: no pod ever runs, so the lab decides from the image what a
- * real rollout would show (an Argo CD resource health customization, as users write them in argocd-cm).
+ * real rollout would show (an Argo CD resource health customization, as users write them in argocd-cm). The
+ * annotation `lab.keptn.sh/health` on the live object comes first: the never-fooled traps make the health flap
+ * with it. Argo CD does not count it as a difference to git (it is not in the last applied configuration).
  */
 const DEPLOYMENT_HEALTH = `hs = {}
+local annotations = obj.metadata.annotations
+if annotations ~= nil and annotations["${HEALTH_ANNOTATION}"] ~= nil then
+  hs.status = annotations["${HEALTH_ANNOTATION}"]
+  hs.message = "lab: health set by the annotation ${HEALTH_ANNOTATION}"
+  return hs
+end
 for _, container in ipairs(obj.spec.template.spec.containers) do
   if string.find(container.image, "crashloop", 1, true) then
     hs.status = "Degraded"
@@ -41,6 +54,63 @@ hs.status = "Healthy"
 hs.message = "lab: no nodes; the image is accepted"
 return hs
 `;
+
+/**
+ * A PostSync hook that really fails to apply: the API server refuses the check ConfigMaps of
+ * `paymentsGitopsFiles` (label `lab.keptn.sh/check: postsync`) for images tagged hookfail, while the Deployment
+ * with that image is accepted.
+ */
+const HOOKFAIL_POLICY: KubeObject[] = [
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicy",
+    metadata: { name: "lab-refuse-hookfail-checks" },
+    spec: {
+      failurePolicy: "Fail",
+      matchConstraints: {
+        objectSelector: { matchLabels: { "lab.keptn.sh/check": "postsync" } },
+        resourceRules: [
+          {
+            apiGroups: [""],
+            apiVersions: ["v1"],
+            operations: ["CREATE", "UPDATE"],
+            resources: ["configmaps"],
+          },
+        ],
+      },
+      validations: [
+        {
+          expression: "!has(object.data) || object.data.all(k, !object.data[k].contains('hookfail'))",
+          message: "the lab refuses PostSync checks of images tagged hookfail",
+        },
+      ],
+    },
+  },
+  {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicyBinding",
+    metadata: { name: "lab-refuse-hookfail-checks" },
+    spec: { policyName: "lab-refuse-hookfail-checks", validationActions: ["Deny"] },
+  },
+];
+
+/** The default AppProject: everything allowed, and a deny sync window for each app in `denied`. */
+function defaultProject(denied: Iterable<string>): KubeObject {
+  const applications = [...denied];
+  return {
+    apiVersion: "argoproj.io/v1alpha1",
+    kind: "AppProject",
+    metadata: { name: "default", namespace: NAMESPACE },
+    spec: {
+      sourceRepos: ["*"],
+      destinations: [{ server: "*", namespace: "*" }],
+      clusterResourceWhitelist: [{ group: "*", kind: "*" }],
+      ...(applications.length > 0
+        ? { syncWindows: [{ kind: "deny", schedule: "* * * * *", duration: "24h", applications }] }
+        : {}),
+    },
+  };
+}
 
 function application(app: LabApplication, repoURL: string, server: string): KubeObject {
   return {
@@ -61,11 +131,14 @@ function application(app: LabApplication, repoURL: string, server: string): Kube
         ...(app.retry ? { retry: app.retry } : {}),
         syncOptions: ["CreateNamespace=true"],
       },
+      ...(app.ignoreDifferences ? { ignoreDifferences: app.ignoreDifferences } : {}),
     },
   };
 }
 
 export interface ArgoCdLabOptions {
+  /** The applications to create; default `APPLICATIONS`. */
+  applications?: LabApplication[];
   /** Also run argocd-notifications with this argocd-notifications-cm (and -secret). */
   notifications?: { configMap: Record<string, string>; secret?: Record<string, string> };
 }
@@ -76,13 +149,51 @@ export interface ArgoCdLabOptions {
  * through a RecordingProxy, so the scenarios can assert on its calls as they do with the simulator.
  */
 export class ArgoCdLab implements ArgoCdBackend {
+  private readonly denied = new Set<string>();
+
   private constructor(
     private readonly kube: KubeLab,
     private readonly proxy: RecordingProxy,
     readonly token: string,
     readonly serverUrl: string,
     private readonly processes: LabProcess[],
+    private readonly applications: LabApplication[],
   ) {}
+
+  readonly levers: ClusterLevers = {
+    denySyncs: async (app, denied) => {
+      if (denied) this.denied.add(app);
+      else this.denied.delete(app);
+      await this.kube.apply(defaultProject(this.denied));
+      // The controller and argocd-server read projects from informers: wait until the server has the change.
+      await waitFor(
+        async () => {
+          const response = await fetch(`${this.serverUrl}/api/v1/applications/${app}/syncwindows`, {
+            headers: { authorization: `Bearer ${this.token}` },
+          });
+          const body = (await response.json()) as { canSync?: boolean };
+          if (!response.ok) throw new Error(`${response.status} ${JSON.stringify(body)}`);
+          return body.canSync === !denied;
+        },
+        { timeoutMs: 10_000, intervalMs: 100, what: `argocd-server to see the sync window of ${app}` },
+      );
+    },
+    setLiveHealth: async (app, health) => {
+      const namespace = this.applications.find((candidate) => candidate.name === app)?.namespace;
+      if (!namespace) throw new Error(`the lab has no application ${app}`);
+      // The charts name the Deployment after the release, which Argo CD names after the application.
+      const patched = await this.kube.request(
+        "PATCH",
+        `/apis/apps/v1/namespaces/${namespace}/deployments/${app}`,
+        { metadata: { annotations: { [HEALTH_ANNOTATION]: health ?? null } } },
+        "application/merge-patch+json",
+      );
+      if (patched.status !== 200)
+        throw new Error(
+          `patching the Deployment of ${app}: ${patched.status} ${JSON.stringify(patched.body)}`,
+        );
+    },
+  };
 
   get url(): string {
     return this.proxy.url;
@@ -131,7 +242,7 @@ export class ArgoCdLab implements ArgoCdBackend {
     try {
       await kube.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NAMESPACE } });
       await kube.installCrds(join(labDir(), "crds", "argocd"));
-      for (const object of SYNCFAIL_POLICY) await kube.apply(object);
+      for (const object of [...SYNCFAIL_POLICY, ...HOOKFAIL_POLICY]) await kube.apply(object);
       const { stdout: hash } = await run(join(bin, "argocd"), [
         "account",
         "bcrypt",
@@ -200,16 +311,7 @@ export class ArgoCdLab implements ArgoCdBackend {
           }),
         },
       });
-      await kube.apply({
-        apiVersion: "argoproj.io/v1alpha1",
-        kind: "AppProject",
-        metadata: { name: "default", namespace: NAMESPACE },
-        spec: {
-          sourceRepos: ["*"],
-          destinations: [{ server: "*", namespace: "*" }],
-          clusterResourceWhitelist: [{ group: "*", kind: "*" }],
-        },
-      });
+      await kube.apply(defaultProject([]));
 
       const home = join(dir, "argocd-home");
       await mkdir(home, { recursive: true });
@@ -352,9 +454,10 @@ export class ArgoCdLab implements ArgoCdBackend {
           }),
         );
       }
-      for (const app of APPLICATIONS) await kube.apply(application(app, setup.repoUrl, kube.url));
+      const applications = options.applications ?? APPLICATIONS;
+      for (const app of applications) await kube.apply(application(app, setup.repoUrl, kube.url));
       const proxy = await RecordingProxy.start(serverUrl);
-      return new ArgoCdLab(kube, proxy, token, serverUrl, processes);
+      return new ArgoCdLab(kube, proxy, token, serverUrl, processes, applications);
     } catch (error) {
       for (const started of processes.reverse()) await started.stop();
       throw error;

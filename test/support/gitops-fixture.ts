@@ -187,6 +187,50 @@ export const defaultGitopsFiles: Readonly<Record<string, string>> = {
   "manifests/production/orders/deployment.yaml": ordersProductionManifests,
 };
 
+const paymentsValues = (stage: string, postSyncCheck: boolean) => `# Values for payments in ${stage}
+replicaCount: 1
+image:
+  repository: docker.io/keptnexamples/payments
+  tag: "1.0.0"
+${postSyncCheck ? "# a PostSync hook checks each new image (templates/postsync-check.yaml)\npostSyncCheck: true\n" : ""}`;
+
+/**
+ * A PostSync hook, where the values ask for one: a ConfigMap naming the image. The lab's API server refuses it for
+ * images tagged with the marker of argocd-lab.ts, so the operation fails after the Deployment was applied. One
+ * name per tag: Argo CD deletes a hook of the same name first, and in the lab the sync then stayed at "waiting for
+ * completion of hook" for good.
+ */
+const paymentsPostSyncCheck = `{{- if .Values.postSyncCheck }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-check-{{ .Values.image.tag | replace "." "-" | replace "_" "-" | lower }}
+  labels:
+    lab.keptn.sh/check: postsync
+  annotations:
+    argocd.argoproj.io/hook: PostSync
+data:
+  image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+{{- end }}
+`;
+
+/**
+ * Service `payments` of project `sockshop`, for the never-fooled traps (test/e2e/never-fooled.ts): a chart with one
+ * values file per stage of PAYMENTS_APPLICATIONS (test/e2e/argocd-backend.ts). Not in the seed commit: the traps
+ * commit it, so that no other scenario sees it.
+ */
+export const paymentsGitopsFiles: Readonly<Record<string, string>> = {
+  "charts/payments/Chart.yaml": chart("payments"),
+  "charts/payments/templates/deployment.yaml": chartDeployment,
+  "charts/payments/templates/postsync-check.yaml": paymentsPostSyncCheck,
+  ...Object.fromEntries(
+    ["dev", "production", "canary", "qa", "staging"].map((stage) => [
+      `charts/payments/values-${stage}.yaml`,
+      paymentsValues(stage, stage === "qa"),
+    ]),
+  ),
+};
+
 /**
  * Creates `${root}/repos/gitops.git` (bare, default branch `main`, push over HTTP allowed) holding `files`
  * (default: `defaultGitopsFiles`) in one commit by `fixtureAuthor`.

@@ -116,7 +116,10 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       client.getApplication(application, { ...query, refresh: "normal" }, signal),
     );
     loop.lastSeen = describe(app);
-    if (!autoSyncs(app) && !(await this.verdict(app, request))) {
+    // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
+    // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the lab's
+    // never-fooled trap 3). Only an operation that already synced (or is syncing) the commit is.
+    if (!autoSyncs(app) && !(await this.operationCovers(app, request))) {
       app = await loop.call(() => client.sync(application, { revision: request.commit, ...query }, signal));
       logger.info(
         { application, revision: request.commit },
@@ -137,6 +140,14 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       await loop.pause(next.ms, next.wake);
       app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
     }
+  }
+
+  /** Whether the last operation synced, or is syncing, a revision that contains the commit. */
+  private async operationCovers(app: Application, request: SyncRequest): Promise<boolean> {
+    const operation = app.status?.operationState;
+    if (!operation || (operation.phase !== "Succeeded" && operation.phase !== "Running")) return false;
+    const revisions = [...revisionsOf(operation.syncResult), ...revisionsOf(operation.operation?.sync)];
+    return (await anyIncludes(request, revisions)) !== undefined;
   }
 
   /** The final state for this commit, or undefined while Argo CD is still on its way. */

@@ -562,6 +562,268 @@ describe("ArgoCdSimulator", function () {
     });
   });
 
+  describe("what the never-fooled traps (test/e2e/never-fooled.ts) need, as the lab showed it", () => {
+    it("renders a Helm app with its own value files only: another stage's values change nothing, values.yaml does", async () => {
+      const remote = await newRemote();
+      const values = (tag: string) => `image:\n  repository: podtato\n  tag: "${tag}"\n`;
+      const first = await remote.push(
+        {
+          "charts/podtato/Chart.yaml": "apiVersion: v2\nname: podtato\nversion: 0.1.0\n",
+          "charts/podtato/templates/deployment.yaml": deployment("podtato", "{{ .Values.image.tag }}"),
+          "charts/podtato/values.yaml": "replicaCount: 1\n",
+          "charts/podtato/values-dev.yaml": values("v1"),
+          "charts/podtato/values-production.yaml": values("v1"),
+        },
+        "chart",
+      );
+      const app = appFor(remote, { path: "charts/podtato", valueFiles: ["values-production.yaml"] });
+      const sim = await startSim({ apps: [app], pollIntervalMs: 60_000 });
+      const synced = await waitForApp(
+        sim,
+        "podtato",
+        "Healthy",
+        (view) => view.status.health.status === "Healthy",
+      );
+      expect(synced.spec.source).to.deep.include({ helm: { valueFiles: ["values-production.yaml"] } });
+
+      const dev = await remote.push({ "charts/podtato/values-dev.yaml": values("v2-crashloop") }, "dev");
+      const untouched = await getApp(sim, "podtato", "?refresh=normal");
+      expect(untouched.status.sync).to.include({ status: "Synced", revision: dev });
+      expect(untouched.operation, "nothing to sync").to.equal(undefined);
+      expect(untouched.status.operationState?.syncResult?.revision).to.equal(first);
+
+      const shared = await remote.push(
+        { "charts/podtato/values.yaml": "replicaCount: 2\n" },
+        "shared values",
+      );
+      const done = settled(sim, "podtato", shared);
+      await getApp(sim, "podtato", "?refresh=normal");
+      expect(await done, "another stage's crashloop is not rendered").to.include({ health: "Healthy" });
+    });
+
+    it("compares without the image when ignoreDifferences names it: Synced at an image-only commit, and a sync still applies it", async () => {
+      const remote = await newRemote();
+      const first = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") },
+        "v1",
+      );
+      const ignoreDifferences = [
+        { group: "apps", kind: "Deployment", jsonPointers: ["/spec/template/spec/containers/0/image"] },
+      ];
+      const sim = await startSim({ apps: [appFor(remote, { automated: false, ignoreDifferences })] });
+      const firstSettled = settled(sim, "podtato", first);
+      expect(
+        (await api(sim, "/api/v1/applications/podtato/sync", { method: "POST", body: {} })).status,
+      ).to.equal(200);
+      await firstSettled;
+
+      const refused = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v2-syncfail") },
+        "image only",
+      );
+      const compared = await getApp(sim, "podtato", "?refresh=normal");
+      expect(compared.status.sync, "the image is not compared").to.include({
+        status: "Synced",
+        revision: refused,
+      });
+      expect(compared.status.health.status).to.equal("Healthy");
+      expect(compared.status.operationState?.syncResult?.revision, "no operation at the new commit").to.equal(
+        first,
+      );
+      expect((compared.spec as { ignoreDifferences?: unknown }).ignoreDifferences).to.deep.equal(
+        ignoreDifferences,
+      );
+
+      // a sync applies the image all the same, and the API server refuses it: Synced with a Failed operation
+      const failed = settled(sim, "podtato", refused);
+      await api(sim, "/api/v1/applications/podtato/sync", { method: "POST", body: { revision: refused } });
+      expect(await failed).to.include({ phase: "Failed" });
+      const after = await getApp(sim, "podtato", "?refresh=normal");
+      expect(after.status.sync).to.include({ status: "Synced", revision: refused });
+      expect(after.status.operationState).to.deep.include({ phase: "Failed" });
+      expect(after.status.history?.map((h) => h.revision)).to.deep.equal([first]);
+
+      const other = await remote.push(
+        { "apps/podtato/deploy.yaml": `${deployment("podtato", "podtato:v1")}  replicas: 2\n` },
+        "not only the image",
+      );
+      expect((await getApp(sim, "podtato", "?refresh=normal")).status.sync).to.include({
+        status: "OutOfSync",
+        revision: other,
+      });
+    });
+
+    it("shows a ?refresh= first as a version with the refresh annotations and the old status, then the automated operation, then the comparison", async () => {
+      const remote = await newRemote();
+      const first = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") },
+        "v1",
+      );
+      const sim = await startSim({ apps: [appFor(remote)], pollIntervalMs: 60_000 });
+      await waitForApp(sim, "podtato", "Synced and Healthy", (app) => app.status.health.status === "Healthy");
+      const before = await getApp(sim, "podtato");
+      const second = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v2") },
+        "v2",
+      );
+      const stream = await fetch(`${sim.url}/api/v1/stream/applications?name=podtato`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let raw = "";
+      const refreshed = await getApp(sim, "podtato", "?refresh=normal");
+      const versions = () =>
+        raw
+          .split("\n")
+          .filter(Boolean)
+          .map((line) => (JSON.parse(line) as WatchMessage).result.application);
+      await waitFor("the compared version", async () => {
+        raw += (await reader.read()).value ?? "";
+        return versions().some((app) => app.status.sync.revision === second) ? true : undefined;
+      });
+      await reader.cancel();
+      const annotations = (app?: AppView) =>
+        (app?.metadata as { annotations?: Record<string, string> } | undefined)?.annotations;
+      const generation = (app?: AppView) =>
+        (app?.metadata as { generation?: number } | undefined)?.generation;
+      const [added, annotated, operation, compared] = versions();
+      expect(annotations(added)).to.equal(undefined);
+      expect(annotations(annotated)).to.deep.equal({
+        "argocd.argoproj.io/hydrate": "normal",
+        "argocd.argoproj.io/refresh": "normal",
+      });
+      expect(annotated?.status.sync, "the status is still the old one").to.include({
+        status: "Synced",
+        revision: first,
+      });
+      expect(annotated?.status.health.status).to.equal("Healthy");
+      expect(generation(annotated), "metadata only: no new generation").to.equal(generation(before));
+      expect(annotated?.operation).to.equal(undefined);
+      // autoSync writes the operation before the comparison's status
+      expect(annotations(operation)).to.deep.equal(annotations(annotated));
+      expect(operation?.operation?.sync.revision).to.equal(second);
+      expect(operation?.status.sync.revision, "still the old status").to.equal(first);
+      expect(annotations(compared)).to.equal(undefined);
+      expect(compared?.status.sync).to.include({ status: "OutOfSync", revision: second });
+      expect(annotations(refreshed), "the GET answers the compared version").to.equal(undefined);
+    });
+
+    it("denySyncs: auto-sync waits and POST /sync answers 403 until the window is lifted and git is compared again", async () => {
+      const remote = await newRemote();
+      const first = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") },
+        "v1",
+      );
+      const sim = await startSim({ apps: [appFor(remote)], pollIntervalMs: 60_000 });
+      await waitForApp(sim, "podtato", "Healthy", (app) => app.status.health.status === "Healthy");
+      sim.denySyncs("podtato", true);
+      const second = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v2") },
+        "v2",
+      );
+      const blocked = await getApp(sim, "podtato", "?refresh=normal");
+      expect(blocked.status.sync).to.include({ status: "OutOfSync", revision: second });
+      expect(blocked.operation, "no automated sync").to.equal(undefined);
+      expect(blocked.status.operationState?.syncResult?.revision).to.equal(first);
+      expect(blocked.status.conditions, "no condition says why").to.equal(undefined);
+      const refused = await api(sim, "/api/v1/applications/podtato/sync", { method: "POST", body: {} });
+      expect(refused.status).to.equal(403);
+      expect(refused.body).to.deep.equal({
+        code: 7,
+        error: "cannot sync: blocked by sync window",
+        message: "cannot sync: blocked by sync window",
+      });
+
+      sim.denySyncs("podtato", false);
+      const synced = settled(sim, "podtato", second);
+      await getApp(sim, "podtato", "?refresh=normal");
+      expect(await synced).to.include({ phase: "Succeeded", health: "Healthy" });
+    });
+
+    it("setLiveHealth: the live Deployment's health flaps, and the given health outlives a sync until cleared", async () => {
+      const remote = await newRemote();
+      await remote.push({ "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") }, "v1");
+      const sim = await startSim({ apps: [appFor(remote)] });
+      await waitForApp(sim, "podtato", "Healthy", (app) => app.status.health.status === "Healthy");
+
+      await sim.setLiveHealth("podtato", "Degraded");
+      const degraded = await getApp(sim, "podtato");
+      expect(degraded.status.health).to.include({
+        status: "Degraded",
+        message: "lab: health set by the annotation lab.keptn.sh/health",
+      });
+      expect(degraded.status.sync.status, "not a difference to git").to.equal("Synced");
+      await sim.setLiveHealth("podtato", undefined);
+      expect((await getApp(sim, "podtato")).status.health.status).to.equal("Healthy");
+
+      await sim.setLiveHealth("podtato", "Degraded");
+      const next = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v2-hang") },
+        "v2",
+      );
+      const rolledOut = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at the next commit",
+        (app) => app.status.sync.status === "Synced" && app.status.sync.revision === next,
+      );
+      expect(rolledOut.status.health.status, "still the given health").to.equal("Degraded");
+      await sim.setLiveHealth("podtato", undefined);
+      expect((await getApp(sim, "podtato")).status.health.status, "the rollout's own").to.equal(
+        "Progressing",
+      );
+    });
+
+    it("hookfail: the Deployment is applied and the app turns Synced, but the operation fails at the PostSync hook", async () => {
+      const remote = await newRemote();
+      const first = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") },
+        "v1",
+      );
+      const sim = await startSim({ apps: [appFor(remote, { retry: { limit: 0 } })] });
+      await waitForApp(sim, "podtato", "Healthy", (app) => app.status.health.status === "Healthy");
+      const sha = await remote.push(
+        { "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v2-hookfail") },
+        "v2",
+      );
+      const done = settled(sim, "podtato", sha);
+      await getApp(sim, "podtato", "?refresh=normal");
+      expect(await done).to.include({ phase: "Failed", health: "Healthy" });
+      const app = await waitForApp(
+        sim,
+        "podtato",
+        "Synced at the commit",
+        (view) => view.status.sync.status === "Synced" && view.status.sync.revision === sha,
+      );
+      const op = app.status.operationState;
+      expect(op?.phase).to.equal("Failed");
+      expect(op?.message).to.equal(
+        'one or more objects failed to apply, reason: configmaps "podtato-postsync-check" is forbidden: ' +
+          'rejected by the simulated API server (a PostSync hook of a manifest that contains "hookfail")',
+      );
+      expect(op?.syncResult?.revision).to.equal(sha);
+      expect(op?.syncResult?.resources?.map((r) => [r.kind, r.status])).to.deep.equal([
+        ["Deployment", "Synced"],
+        ["ConfigMap", "SyncFailed"],
+      ]);
+      expect(op?.syncResult?.resources?.[1]).to.include({ hookType: "PostSync", hookPhase: "Failed" });
+      expect(app.status.health.status).to.equal("Healthy");
+      expect(
+        app.status.history?.map((h) => h.revision),
+        "no history entry",
+      ).to.deep.equal([first]);
+    });
+
+    it("gives POST /sync the app's own retry policy when the request has none", async () => {
+      const remote = await newRemote();
+      await remote.push({ "apps/podtato/deploy.yaml": deployment("podtato", "podtato:v1") }, "v1");
+      const retry = { limit: 1, backoff: { duration: "1s", factor: 1, maxDuration: "1s" } };
+      const sim = await startSim({ apps: [appFor(remote, { automated: false, retry })] });
+      const answer = await api(sim, "/api/v1/applications/podtato/sync", { method: "POST", body: {} });
+      expect((answer.body.operation as { retry?: unknown } | undefined)?.retry).to.deep.equal(retry);
+    });
+  });
+
   describe("auth and lookup", () => {
     it("answers 401 without or with a wrong token, 403 for an unknown app, 404 when a project is named", async () => {
       const remote = await newRemote();

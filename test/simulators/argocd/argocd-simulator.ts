@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -27,6 +27,11 @@ export interface SimulatedApp {
   targetRevision?: string;
   /** directory inside the repo that this app deploys */
   path: string;
+  /**
+   * spec.source.helm.valueFiles. Helm renders a chart with `values.yaml` and these, so the other `values*.yaml`
+   * files at the top of `path` (another stage's) are left out of the comparison and of the markers.
+   */
+  valueFiles?: string[];
   /** spec.syncPolicy.automated present, default true */
   automated?: boolean;
   /**
@@ -34,7 +39,24 @@ export interface SimulatedApp {
    * `{limit: 5}` (backoff 5s, factor 2, at most 3m), as the real controller does.
    */
   retry?: RetryStrategyJson;
+  /**
+   * spec.ignoreDifferences. Only a Deployment container image pointer (`/spec/template/spec/containers/N/image`)
+   * is honoured: the comparison then leaves out `image:` lines and Helm values' `repository:` and `tag:` lines.
+   */
+  ignoreDifferences?: IgnoreDifferenceJson[];
 }
+
+/** One entry of spec.ignoreDifferences (ResourceIgnoreDifferences). */
+export interface IgnoreDifferenceJson {
+  group?: string;
+  kind: string;
+  name?: string;
+  namespace?: string;
+  jsonPointers?: string[];
+}
+
+/** The health a live Deployment can be given from outside (`setLiveHealth`). */
+export type LiveHealth = "Healthy" | "Progressing" | "Degraded" | "Suspended";
 
 export interface ArgoCdSimulatorOptions {
   /** accepted Bearer token (also accepted as the `argocd.token` cookie) */
@@ -77,7 +99,7 @@ type HealthStatusCode = "Healthy" | "Progressing" | "Degraded" | "Suspended" | "
 type OperationPhase = "Running" | "Terminating" | "Failed" | "Error" | "Succeeded";
 type WatchEventType = "ADDED" | "MODIFIED" | "DELETED";
 /** what the committed content under `path` makes the simulated cluster do */
-type RolloutOutcome = "sync-fail" | "crashloop" | "hang" | "healthy";
+type RolloutOutcome = "sync-fail" | "hook-fail" | "crashloop" | "hang" | "healthy";
 
 // ---- JSON shapes (field order follows the Go structs, so the output reads like the real thing) ----
 
@@ -85,6 +107,7 @@ interface ApplicationSourceJson {
   repoURL: string;
   path: string;
   targetRevision: string;
+  helm?: { valueFiles: string[] };
 }
 interface DestinationJson {
   server: string;
@@ -121,6 +144,7 @@ interface ResourceResultJson {
   name: string;
   status: string;
   message: string;
+  hookType?: string;
   hookPhase: string;
   syncPhase: string;
   images?: string[];
@@ -175,14 +199,21 @@ interface AppConfig {
   gitDir: string;
   targetRevision: string;
   path: string;
+  valueFiles?: string[];
   automated: boolean;
   retry?: RetryStrategyJson;
+  ignoreDifferences?: IgnoreDifferenceJson[];
+  /** an ignoreDifferences entry covers a container image */
+  ignoresImages: boolean;
 }
 
 interface LiveState {
   revision: string;
-  tree: string;
+  /** what the comparison looks at: the files of `path` that the app renders (`renderedFiles`) */
+  key: string;
   images: string[];
+  /** the content with image references left out, for apps that ignore image differences */
+  withoutImages: string;
 }
 
 interface AppRecord {
@@ -201,6 +232,8 @@ interface AppRecord {
   syncStatus?: SyncStatusCode;
   syncRevision?: string;
   headTree?: string;
+  /** `LiveState.key` of the head */
+  headKey?: string;
   reconciledAt?: string;
   conditions: ConditionJson[];
   health: HealthJson;
@@ -208,6 +241,14 @@ interface AppRecord {
   live?: LiveState;
   /** increases with every successful sync; the health timer of an older rollout becomes a no-op */
   rolloutSeq: number;
+  /** the health the rollout of the live revision has reached */
+  rolloutHealth?: { status: HealthStatusCode; message?: string };
+  /** a health given to the live Deployment from outside (`setLiveHealth`); wins over the rollout's */
+  liveHealth?: LiveHealth;
+  /** the `argocd.argoproj.io/refresh` annotation a `?refresh=` request sets until the comparison */
+  refreshRequested?: "normal" | "hard";
+  /** a deny sync window matches the app (`denySyncs`) */
+  syncsDenied: boolean;
   history: HistoryJson[];
   sourceType?: string;
   /** serialises git reads and state changes of one app */
@@ -227,15 +268,23 @@ interface Watcher {
 
 interface ManifestReport {
   outcome: RolloutOutcome;
-  tree: string;
+  key: string;
   images: string[];
   sourceType: string;
+  /** hash of the content with image references left out */
+  withoutImages: string;
 }
 
 const DESTINATION_SERVER = "https://kubernetes.default.svc";
 const HISTORY_LIMIT = 10; // spec.revisionHistoryLimit default
 const AUTOMATED_RETRY_LIMIT = 5; // appcontroller.go autoSync: RetryStrategy{Limit: 5}
 const SHA_PATTERN = /^[0-9a-f]{40}$/i;
+/** an ignoreDifferences JSON pointer to a container image */
+const IMAGE_POINTER = /^\/spec\/template\/spec\/(?:init)?[cC]ontainers\/\d+\/image$/;
+/** what ignoring image differences leaves out: `image:` lines, and Helm values' `repository:` and `tag:` */
+const IMAGE_LINE = /^(\s*(?:-\s*)?(?:image|repository|tag):).*$/gm;
+/** the lab's Lua health script says this for a health given by the `lab.keptn.sh/health` annotation */
+const LIVE_HEALTH_MESSAGE = "lab: health set by the annotation lab.keptn.sh/health";
 const ABBREVIATED_SHA_PATTERN = /^[0-9a-f]{7,39}$/i;
 /** conservative ref-name check so user input can never be read as a git option or a range */
 const REVISION_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._/-]*$/;
@@ -412,8 +461,14 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       gitDir: app.gitDir,
       targetRevision: app.targetRevision ?? "main",
       path: app.path,
+      ...(app.valueFiles ? { valueFiles: [...app.valueFiles] } : {}),
       automated: app.automated ?? true,
       ...(app.retry ? { retry: structuredClone(app.retry) } : {}),
+      ...(app.ignoreDifferences ? { ignoreDifferences: structuredClone(app.ignoreDifferences) } : {}),
+      ignoresImages: (app.ignoreDifferences ?? []).some(
+        (entry) =>
+          entry.kind === "Deployment" && (entry.jsonPointers ?? []).some((p) => IMAGE_POINTER.test(p)),
+      ),
     };
     const record: AppRecord = {
       config,
@@ -426,6 +481,7 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       conditions: [],
       health: {},
       rolloutSeq: 0,
+      syncsDenied: false,
       history: [],
       queue: Promise.resolve(),
     };
@@ -440,6 +496,45 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
   /** The next `count` API requests answer `status` (default 503) with an Argo-style error body. */
   injectFailures(count: number, status = 503): void {
     for (let i = 0; i < count; i++) this.pendingFailures.push(status);
+  }
+
+  /**
+   * Stand-in for a deny sync window (manualSync off) on the app's project: while `denied`, auto-sync does not
+   * start and POST /sync answers 403 "cannot sync: blocked by sync window". Lifting it changes nothing until
+   * the next comparison (a poll or a `?refresh=`), as in the real controller.
+   */
+  denySyncs(app: string, denied: boolean): void {
+    this.recordOf(app).syncsDenied = denied;
+  }
+
+  /**
+   * Stand-in for patching the live Deployment with the lab's `lab.keptn.sh/health` annotation: the app's health
+   * becomes `health` (undefined: its rollout's own again), also across later syncs, as the annotation stays on
+   * the live object. Resolves once the new version is published.
+   */
+  setLiveHealth(app: string, health: LiveHealth | undefined): Promise<void> {
+    const record = this.recordOf(app);
+    if (record.live === undefined)
+      throw new Error(`ArgoCdSimulator: app "${app}" has no live Deployment yet`);
+    return this.background(record, async () => {
+      record.liveHealth = health;
+      this.showHealth(record);
+      this.publish(record);
+    });
+  }
+
+  private recordOf(app: string): AppRecord {
+    const record = this.apps.get(app);
+    if (record === undefined) throw new Error(`ArgoCdSimulator: no app "${app}"`);
+    return record;
+  }
+
+  /** What the live Deployment reports: a health given from outside wins over the rollout's. */
+  private showHealth(record: AppRecord): void {
+    if (record.live === undefined) return;
+    if (record.liveHealth !== undefined) setHealth(record, record.liveHealth, LIVE_HEALTH_MESSAGE);
+    else if (record.rolloutHealth)
+      setHealth(record, record.rolloutHealth.status, record.rolloutHealth.message);
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -466,11 +561,13 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
 
   private async reconcile(record: AppRecord): Promise<void> {
     if (this.isStopped()) return;
-    const { gitDir, targetRevision, path } = record.config;
+    const { gitDir, targetRevision, path, valueFiles } = record.config;
     let head: string | undefined;
     let headTree: string | undefined;
+    let headKey: string | undefined;
     let sourceType: string | undefined;
     let comparisonError: string | undefined;
+    let headWithoutImages: string | undefined;
     try {
       head = await resolveCommit(gitDir, targetRevision);
       if (head === undefined) {
@@ -479,27 +576,27 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         headTree = await treeAt(gitDir, head, path);
         if (headTree === undefined) comparisonError = targetStateError(`${path}: app path does not exist`);
         else if (headTree !== record.headTree) sourceType = await detectSourceType(gitDir, headTree);
+        if (headTree !== undefined) {
+          headKey =
+            headTree === record.headTree && record.headKey !== undefined
+              ? record.headKey
+              : renderedKey(await renderedFiles(gitDir, headTree, valueFiles));
+        }
+        if (headKey !== undefined && record.config.ignoresImages && record.live?.key !== headKey) {
+          headWithoutImages = (await readManifests(gitDir, head, path, valueFiles))?.withoutImages;
+        }
       }
     } catch (error) {
       comparisonError = targetStateError(describeError(error));
     }
     if (this.isStopped()) return;
 
-    record.reconciledAt = rfc3339();
-    record.syncRevision = head;
-    record.headTree = headTree;
-    if (sourceType !== undefined) record.sourceType = sourceType;
-    if (comparisonError !== undefined || headTree === undefined) {
-      record.syncStatus = "Unknown";
-      setCondition(record, "ComparisonError", comparisonError ?? "comparison failed");
-    } else {
-      record.syncStatus = headTree === record.live?.tree ? "Synced" : "OutOfSync";
-      setCondition(record, "ComparisonError", undefined);
-    }
-    if (record.live === undefined && record.health.status !== "Missing") setHealth(record, "Missing");
-
-    const autoSync = this.autoSync(record);
-    setCondition(record, "SyncError", autoSync.syncError);
+    const compared = comparisonError === undefined && headTree !== undefined;
+    const inSync =
+      headKey === record.live?.key ||
+      (headWithoutImages !== undefined && headWithoutImages === record.live?.withoutImages);
+    const syncStatus: SyncStatusCode = !compared ? "Unknown" : inSync ? "Synced" : "OutOfSync";
+    const autoSync = this.autoSync(record, syncStatus, head);
     if (autoSync.revision !== undefined) {
       this.requestOperation(record, {
         sync: { revision: autoSync.revision, prune: true },
@@ -507,15 +604,32 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         // appcontroller.go autoSync: Retry{Limit: 5} unless the app has a retry policy of its own
         retry: structuredClone(record.config.retry ?? { limit: AUTOMATED_RETRY_LIMIT }),
       });
+      // autoSync writes the operation (argo.SetAppOperation) before the comparison's status is persisted: one
+      // version shows the new operation next to the old status (and the refresh annotations, if any).
+      this.publish(record);
     }
+
+    record.reconciledAt = rfc3339();
+    record.refreshRequested = undefined;
+    record.syncRevision = head;
+    record.headTree = headTree;
+    record.headKey = headKey;
+    if (sourceType !== undefined) record.sourceType = sourceType;
+    record.syncStatus = syncStatus;
+    setCondition(record, "ComparisonError", compared ? undefined : (comparisonError ?? "comparison failed"));
+    if (record.live === undefined && record.health.status !== "Missing") setHealth(record, "Missing");
+    setCondition(record, "SyncError", autoSync.syncError);
     this.publish(record);
   }
 
   /** controller/appcontroller.go autoSync: when to start an automated sync, or why not. */
-  private autoSync(record: AppRecord): { revision?: string; syncError?: string } {
-    if (!record.config.automated || record.operation !== undefined) return {};
-    if (record.syncStatus !== "OutOfSync" || record.syncRevision === undefined) return {};
-    const desired = record.syncRevision;
+  private autoSync(
+    record: AppRecord,
+    syncStatus: SyncStatusCode,
+    desired: string | undefined,
+  ): { revision?: string; syncError?: string } {
+    if (!record.config.automated || record.operation !== undefined || record.syncsDenied) return {};
+    if (syncStatus !== "OutOfSync" || desired === undefined) return {};
     const last = record.operationState;
     if (last?.syncResult?.revision === desired && isCompleted(last.phase)) {
       // alreadyAttemptedSync: a failed revision is not retried; a succeeded one is left alone (no self-heal here)
@@ -599,7 +713,12 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
     let report: ManifestReport | undefined;
     let failure: string | undefined;
     try {
-      report = await readManifests(record.config.gitDir, revision, record.config.path);
+      report = await readManifests(
+        record.config.gitDir,
+        revision,
+        record.config.path,
+        record.config.valueFiles,
+      );
       if (report === undefined) {
         failure = `ComparisonError: ${targetStateError(`${record.config.path}: app path does not exist`)}`;
       }
@@ -643,6 +762,50 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
       record.operation = undefined;
       this.publish(record);
       this.settle(record, revision, "Failed");
+    } else if (report?.outcome === "hook-fail" && !dryRun) {
+      // The Sync phase applied the Deployment and waited for it to be healthy; then the API server refused the
+      // PostSync hook (lab: a ConfigMap refused by a ValidatingAdmissionPolicy). The live objects are the new
+      // ones, so the next comparison says Synced, but no history entry is written.
+      const hook = `${name}-postsync-check`;
+      const reason =
+        `configmaps "${hook}" is forbidden: rejected by the simulated API server ` +
+        `(a PostSync hook of a manifest that contains "hookfail")`;
+      const verb = record.live === undefined ? "created" : "configured";
+      this.goLive(record, revision, report);
+      record.rolloutHealth = { status: "Healthy" };
+      ++record.rolloutSeq;
+      this.showHealth(record);
+      const failed: OperationStateJson = {
+        ...state,
+        phase: "Failed",
+        message: `one or more objects failed to apply, reason: ${reason}`,
+        syncResult: {
+          resources: [
+            resource("Synced", `deployment.apps/${name} ${verb}`, "Succeeded"),
+            {
+              group: "",
+              version: "v1",
+              kind: "ConfigMap",
+              namespace: name,
+              name: hook,
+              status: "SyncFailed",
+              message: reason,
+              hookType: "PostSync",
+              hookPhase: "Failed",
+              syncPhase: "PostSync",
+            },
+          ],
+          revision,
+          source: this.source(record),
+        },
+        finishedAt,
+      };
+      if (!this.scheduleRetry(record, seq, failed)) {
+        record.operationState = failed;
+        record.operation = undefined;
+        this.publish(record);
+        this.settle(record, revision, "Failed");
+      }
     } else if (report !== undefined) {
       const verb = record.live === undefined ? "created" : "configured";
       record.operationState = {
@@ -689,29 +852,37 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
     });
     if (record.history.length > HISTORY_LIMIT)
       record.history.splice(0, record.history.length - HISTORY_LIMIT);
-    record.live = { revision, tree: report.tree, images: report.images };
-    record.sourceType = report.sourceType;
+    this.goLive(record, revision, report);
     // sync.status is left as it was: the real controller writes the finished operation first and compares
     // again afterwards (the reconcile that finishOperation requests), so one version says Succeeded + OutOfSync.
-    setHealth(
-      record,
-      "Progressing",
-      "Waiting for rollout to finish: 0 of 1 updated replicas are available...",
-    );
+    record.rolloutHealth = {
+      status: "Progressing",
+      message: "Waiting for rollout to finish: 0 of 1 updated replicas are available...",
+    };
+    this.showHealth(record);
     this.publish(record);
 
     const rollout = ++record.rolloutSeq;
     if (report.outcome === "hang") return; // stays Progressing; never settles
     this.later(this.healthDelayMs, () => {
       if (rollout !== record.rolloutSeq) return; // a newer rollout replaced this one
-      if (report.outcome === "crashloop") {
-        setHealth(record, "Degraded", `Deployment "${record.config.name}" exceeded its progress deadline`);
-      } else {
-        setHealth(record, "Healthy");
-      }
+      record.rolloutHealth =
+        report.outcome === "crashloop"
+          ? {
+              status: "Degraded",
+              message: `Deployment "${record.config.name}" exceeded its progress deadline`,
+            }
+          : { status: "Healthy" };
+      this.showHealth(record);
       this.publish(record);
       this.settle(record, revision, "Succeeded");
     });
+  }
+
+  /** The simulated cluster now runs the objects of `revision`. */
+  private goLive(record: AppRecord, revision: string, report: ManifestReport): void {
+    record.live = { revision, key: report.key, images: report.images, withoutImages: report.withoutImages };
+    record.sourceType = report.sourceType;
   }
 
   private settle(record: AppRecord, revision: string, phase: SettledPhase): void {
@@ -771,8 +942,13 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
   // ------------------------------------------------------------------------------------------------
 
   private source(record: AppRecord): ApplicationSourceJson {
-    const { repoURL, path, targetRevision } = record.config;
-    return { repoURL, path, targetRevision };
+    const { repoURL, path, targetRevision, valueFiles } = record.config;
+    return {
+      repoURL,
+      path,
+      targetRevision,
+      ...(valueFiles ? { helm: { valueFiles: [...valueFiles] } } : {}),
+    };
   }
 
   private destination(record: AppRecord): DestinationJson {
@@ -791,6 +967,10 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         resourceVersion: String(record.resourceVersion),
         generation: record.generation,
         creationTimestamp: record.creationTimestamp,
+        // argo.RefreshApp sets both; the controller removes them with the status of its comparison
+        annotations: record.refreshRequested
+          ? { "argocd.argoproj.io/hydrate": "normal", "argocd.argoproj.io/refresh": record.refreshRequested }
+          : undefined,
       },
       spec: {
         source: this.source(record),
@@ -803,6 +983,7 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
                 ...(config.retry ? { retry: config.retry } : {}),
               }
             : undefined,
+        ignoreDifferences: config.ignoreDifferences,
       },
       status: {
         resources:
@@ -838,11 +1019,15 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
     };
   }
 
-  /** Stores the app's new JSON; if anything changed, bumps resourceVersion and tells the watchers. */
-  private publish(record: AppRecord): void {
+  /**
+   * Stores the app's new JSON; if anything changed, bumps resourceVersion and tells the watchers. A change of
+   * metadata only (`metadataOnly`) leaves `generation` alone, as the API server does.
+   */
+  private publish(record: AppRecord, { metadataOnly = false } = {}): void {
     if (JSON.stringify(this.render(record)) === record.json) return;
     record.resourceVersion = ++this.resourceVersionCounter;
-    record.generation += 1; // the Application CRD has no status subresource: every change bumps it
+    // the Application CRD has no status subresource: every change outside metadata bumps it
+    if (!metadataOnly) record.generation += 1;
     record.json = JSON.stringify(this.render(record));
     this.broadcast(record, "MODIFIED");
   }
@@ -916,8 +1101,15 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
     app.get("/api/v1/applications/:name", async (req, res) => {
       const record = this.findApp(req.params.name, requestQuery(req));
       const refresh = requestQuery(req).get("refresh");
-      // server/application/application.go Get: with `refresh` it blocks until the controller has refreshed
-      if (refresh !== null) await this.requestReconcile(record);
+      // server/application/application.go Get: with `refresh` it sets the refresh annotations (argo.RefreshApp:
+      // a version of their own, the status still the old one) and blocks until the controller has compared
+      if (refresh !== null) {
+        await this.enqueue(record, async () => {
+          record.refreshRequested = refresh === "hard" ? "hard" : "normal";
+          this.publish(record, { metadataOnly: true });
+        });
+        await this.requestReconcile(record);
+      }
       sendJson(res, record.json);
     });
 
@@ -1004,6 +1196,7 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         );
       }
     }
+    if (record.syncsDenied) throw new ApiError(403, 7, "cannot sync: blocked by sync window");
     await this.enqueue(record, async () => {
       const ambiguous = requested === "" ? targetRevision : requested;
       const revision = await resolveCommit(record.config.gitDir, ambiguous).catch(() => undefined);
@@ -1028,7 +1221,8 @@ export class ArgoCdSimulator extends EventEmitter<{ settled: [SettledEvent] }> {
         },
         initiatedBy: { username: "admin" },
         info: request.infos && request.infos.length > 0 ? request.infos : undefined,
-        retry: request.retryStrategy ?? {},
+        // the app's own retry policy unless the request brings one (argocd-server Sync)
+        retry: request.retryStrategy ?? structuredClone(record.config.retry ?? {}),
       });
       this.publish(record);
     });
@@ -1127,30 +1321,63 @@ function sourceTypeOf(entries: TreeEntry[]): string {
   return "Directory";
 }
 
-/** Reads every file under `path` at `commit` and decides what the simulated cluster does with it. */
+/**
+ * The files under a tree that the app renders: all of them, except, for a Helm app with value files, the
+ * `values*.yaml` files at its top that it does not name (`values.yaml` always counts).
+ */
+async function renderedFiles(
+  gitDir: string,
+  tree: string,
+  valueFiles: string[] | undefined,
+): Promise<TreeEntry[]> {
+  const named = new Set((valueFiles ?? []).map(normalizePath));
+  return (await listTree(gitDir, tree, true)).filter(
+    (entry) =>
+      entry.type === "blob" &&
+      (valueFiles === undefined ||
+        entry.name === "values.yaml" ||
+        !/^values[^/]*\.ya?ml$/.test(entry.name) ||
+        named.has(entry.name)),
+  );
+}
+
+/** What the comparison looks at: the rendered files, by name and content. */
+function renderedKey(entries: TreeEntry[]): string {
+  const hash = createHash("sha256");
+  for (const entry of entries) hash.update(`${entry.name}\0${entry.sha}\n`);
+  return hash.digest("hex");
+}
+
+/** Reads the files the app renders at `commit` and decides what the simulated cluster does with them. */
 async function readManifests(
   gitDir: string,
   commit: string,
   path: string,
+  valueFiles?: string[],
 ): Promise<ManifestReport | undefined> {
   const tree = await treeAt(gitDir, commit, path);
   if (tree === undefined) return undefined;
-  const entries = await listTree(gitDir, tree, true);
+  const entries = await renderedFiles(gitDir, tree, valueFiles);
   const contents: string[] = [];
-  for (const entry of entries) {
-    if (entry.type === "blob") contents.push(await git(gitDir, ["cat-file", "blob", entry.sha]));
-  }
+  for (const entry of entries) contents.push(await git(gitDir, ["cat-file", "blob", entry.sha]));
   const all = contents.join("\n");
   const images = new Set<string>();
   for (const match of all.matchAll(/^\s*(?:-\s*)?image:\s*["']?([^\s"'#]+)/gm)) {
     if (match[1]) images.add(match[1]);
   }
-  return { outcome: rolloutOutcome(all), tree, images: [...images], sourceType: sourceTypeOf(entries) };
+  return {
+    outcome: rolloutOutcome(all),
+    key: renderedKey(entries),
+    images: [...images],
+    sourceType: await detectSourceType(gitDir, tree),
+    withoutImages: createHash("sha256").update(all.replace(IMAGE_LINE, "$1 <ignored>")).digest("hex"),
+  };
 }
 
 /** The markers a test commits to choose the cluster's reaction. */
 function rolloutOutcome(content: string): RolloutOutcome {
   if (content.includes("syncfail")) return "sync-fail";
+  if (content.includes("hookfail")) return "hook-fail";
   if (content.includes("crashloop")) return "crashloop";
   // "hang" as a word of its own, so "change" or "kubernetes.io/change-cause" do not hang a rollout
   if (/(?<![A-Za-z0-9])hang(?![A-Za-z0-9])/.test(content)) return "hang";
