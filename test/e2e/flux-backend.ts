@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FluxSimulator } from "../simulators/flux/flux-simulator.js";
+import { FluxSimulator, receiverWebhookPath } from "../simulators/flux/flux-simulator.js";
 import type { GitopsSetup } from "./argocd-backend.js";
 import type { FluxBackend, FluxBackendFactory, FluxObjectView } from "./world.js";
 
@@ -54,13 +54,30 @@ export const FLUX_HELM_RELEASES: readonly FluxHelmReleaseSpec[] = [
 
 export const FLUX_SIMULATOR_TOKEN = "flux-simulator-token-3e5f";
 
+/** The token of the Receiver `keptn-gitops` (generic-hmac, on the GitRepository `gitops`) both backends can run. */
+export const FLUX_RECEIVER_TOKEN = "flux-receiver-token-8a6c4e2f0b";
+
+export interface FluxBackendOptions {
+  /** Also the HelmReleases of FLUX_HELM_RELEASES. */
+  helm?: boolean;
+  /**
+   * Also the Receiver `keptn-gitops`, which the service then calls instead of patching; `wrongKey` gives the service
+   * another key than the Receiver's token.
+   */
+  receiver?: "right-key" | "wrong-key";
+}
+
+/** The key the service is given for the Receiver. */
+export const receiverKeyFor = (receiver: FluxBackendOptions["receiver"]) =>
+  receiver === "wrong-key" ? "not-the-receiver-token-1234" : FLUX_RECEIVER_TOKEN;
+
 /**
  * The Flux simulator as a backend, with the Kustomizations, and with `{ helm: true }` the HelmReleases of
  * FLUX_HELM_RELEASES too (as `fluxLabBackend({ helm: true })`; without them a commit upgrades no release). Its
  * health checks (and Helm's waits) fail after 2.5 s instead of the real 30 s floor: longer than the 1 s timeout of
  * the projects `podtato-slow` and `podtato-helm-slow`, as 30 s is longer than the lab's 20 s.
  */
-export function fluxSimulatorBackend(options: { helm?: boolean } = {}): FluxBackendFactory {
+export function fluxSimulatorBackend(options: FluxBackendOptions = {}): FluxBackendFactory {
   return async (setup: GitopsSetup): Promise<FluxBackend> => {
     const simulator = new FluxSimulator({
       token: FLUX_SIMULATOR_TOKEN,
@@ -75,6 +92,16 @@ export function fluxSimulatorBackend(options: { helm?: boolean } = {}): FluxBack
         interval: "1h",
       })),
       helmReleases: options.helm ? FLUX_HELM_RELEASES.map((hr) => ({ ...hr, interval: "1h" })) : [],
+      receivers: options.receiver
+        ? [
+            {
+              name: "keptn-gitops",
+              type: "generic-hmac",
+              token: FLUX_RECEIVER_TOKEN,
+              resources: [{ kind: "GitRepository", name: "gitops" }],
+            },
+          ]
+        : [],
     });
     await simulator.start();
     const dir = await mkdtemp(join(tmpdir(), "flux-sim-"));
@@ -90,8 +117,18 @@ export function fluxSimulatorBackend(options: { helm?: boolean } = {}): FluxBack
       kubeconfig,
       requests: simulator.requests,
       simulator,
+      ...(options.receiver
+        ? {
+            receiver: {
+              url: `${simulator.url}${receiverWebhookPath(FLUX_RECEIVER_TOKEN, "keptn-gitops")}`,
+              hmacKey: receiverKeyFor(options.receiver),
+            },
+          }
+        : {}),
       kustomization: (name) =>
         read(`kustomize.toolkit.fluxcd.io/v1/namespaces/flux-system/kustomizations/${name}`),
+      gitRepository: (name) =>
+        read(`source.toolkit.fluxcd.io/v1/namespaces/flux-system/gitrepositories/${name}`),
       helmRelease: (name) => read(`helm.toolkit.fluxcd.io/v2/namespaces/flux-system/helmreleases/${name}`),
       stop: async () => {
         await simulator.stop();

@@ -90,7 +90,7 @@ export interface DeploymentWorldOptions {
 
 /** The part of a Flux object the scenarios look at, as the API server has it. */
 export interface FluxObjectView {
-  metadata?: { generation?: number };
+  metadata?: { generation?: number; annotations?: Record<string, string> };
   status?: {
     conditions?: Array<{ type: string; status: string; reason: string; message: string }>;
     observedGeneration?: number;
@@ -106,10 +106,14 @@ export interface FluxBackend {
   kubeconfig: string;
   /** The Kustomization `name` in flux-system as the API server has it. */
   kustomization(name: string): Promise<FluxObjectView>;
+  /** The GitRepository `name` in flux-system as the API server has it. */
+  gitRepository(name: string): Promise<FluxObjectView>;
   /** The HelmRelease `name` in flux-system as the API server has it (FLUX_HELM_RELEASES). */
   helmRelease(name: string): Promise<FluxObjectView>;
   /** When it runs notification-controller: send every Kustomization event to `url`, signed with `hmacKey`. */
   sendNotifications?(url: string, hmacKey: string): Promise<void>;
+  /** A notification-controller Receiver for the service to call instead of patching (`flux.clusters[].receiver`). */
+  receiver?: { url: string; hmacKey: string };
   /** Every call the service made to the Kubernetes API, when the backend records them (the simulator). */
   requests?: ReadonlyArray<{ method: string; path: string; query: Record<string, string> }>;
   /** The simulator itself, when the backend is one (the bench times its writes). */
@@ -209,6 +213,7 @@ export const fluxFiles: Readonly<Record<string, string>> = {
 
 interface ServiceConfigValues {
   kubeconfig: string | undefined;
+  fluxReceiver: boolean;
   watch: boolean;
   fluxWatch: boolean;
   webhooks: boolean;
@@ -222,6 +227,7 @@ interface ServiceConfigValues {
 
 function serviceConfig({
   kubeconfig,
+  fluxReceiver,
   watch,
   fluxWatch,
   webhooks,
@@ -273,7 +279,7 @@ ${
       kubeconfig: ${kubeconfig}
       pollInterval: ${pollIntervalMs}ms
       watch: ${fluxWatch}
-`
+${fluxReceiver ? "      receiver: { url: { fromEnv: TEST_FLUX_RECEIVER_URL }, hmacKey: { fromEnv: TEST_FLUX_RECEIVER_KEY } }\n" : ""}`
     : ""
 }targets:
 ${
@@ -402,6 +408,7 @@ export class DeploymentWorld {
     const config = loadConfig({
       text: serviceConfig({
         kubeconfig: this.flux?.kubeconfig,
+        fluxReceiver: this.flux?.receiver !== undefined,
         watch: this.options.watch ?? true,
         fluxWatch: this.options.fluxWatch ?? true,
         webhooks: this.options.webhooks !== undefined,
@@ -419,6 +426,8 @@ export class DeploymentWorld {
         TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
         TEST_ARGO_TOKEN: this.argo.token,
         TEST_FLUX_HMAC_KEY: this.options.webhooks?.fluxHmacKey,
+        TEST_FLUX_RECEIVER_URL: this.flux?.receiver?.url,
+        TEST_FLUX_RECEIVER_KEY: this.flux?.receiver?.hmacKey,
         TEST_FLUX_WEBHOOK_TOKEN: this.options.webhooks?.fluxToken ?? "flux-generic-token-unused-7e9a",
         TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
       },

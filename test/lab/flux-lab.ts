@@ -2,9 +2,17 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { freePort } from "../support/nats-server.js";
 import type { GitopsSetup } from "../e2e/argocd-backend.js";
-import { FLUX_HELM_RELEASES, FLUX_KUSTOMIZATIONS } from "../e2e/flux-backend.js";
+import {
+  FLUX_HELM_RELEASES,
+  FLUX_KUSTOMIZATIONS,
+  FLUX_RECEIVER_TOKEN,
+  receiverKeyFor,
+  type FluxBackendOptions,
+} from "../e2e/flux-backend.js";
+import { documented } from "./documented.js";
 import type { FluxBackend, FluxBackendFactory } from "../e2e/world.js";
 import { KubeLab, SYNCFAIL_POLICY, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
@@ -26,6 +34,7 @@ export const FLUX_HELM_BINARY = "helm-controller";
 const NOTIFICATION_KINDS = {
   Provider: { apiVersion: "notification.toolkit.fluxcd.io/v1beta3", plural: "providers" },
   Alert: { apiVersion: "notification.toolkit.fluxcd.io/v1beta3", plural: "alerts" },
+  Receiver: { apiVersion: "notification.toolkit.fluxcd.io/v1", plural: "receivers" },
 } as const;
 type NotificationKind = keyof typeof NOTIFICATION_KINDS;
 
@@ -260,6 +269,8 @@ export class FluxLab {
     private readonly processes: LabProcess[],
     /** notification-controller's event server, `http://127.0.0.1:<port>/`; undefined without notifications. */
     readonly eventsUrl?: string,
+    /** notification-controller's Receiver server, `http://127.0.0.1:<port>`; undefined without notifications. */
+    readonly receiverUrl?: string,
   ) {}
 
   static async start(kube: KubeLab, dir: string, options: FluxLabOptions = {}): Promise<FluxLab> {
@@ -277,6 +288,7 @@ export class FluxLab {
     const processes: LabProcess[] = [];
     try {
       let eventsUrl: string | undefined;
+      let receiverUrl: string | undefined;
       if (options.notifications) {
         const [health, metrics, eventsPort, receiverPort] = [
           await freePort(),
@@ -285,6 +297,7 @@ export class FluxLab {
           await freePort(),
         ];
         eventsUrl = `http://127.0.0.1:${eventsPort}/`;
+        receiverUrl = `http://127.0.0.1:${receiverPort}`;
         const events = eventsUrl;
         processes.push(
           await LabProcess.start({
@@ -364,7 +377,7 @@ export class FluxLab {
           }),
         );
       }
-      return new FluxLab(kube, storageUrl, processes, eventsUrl);
+      return new FluxLab(kube, storageUrl, processes, eventsUrl, receiverUrl);
     } catch (error) {
       for (const started of processes.reverse()) await started.stop();
       throw error;
@@ -464,6 +477,34 @@ export class FluxLab {
       address: options.address,
       ...(options.token === undefined ? {} : { secretRef: { name: secretName } }),
     });
+  }
+
+  /**
+   * A notification-controller Receiver from its manifest (with its Secret, if given), once it is Ready: resolves
+   * with its URL on the lab's receiver server (`status.webhookPath`).
+   */
+  async createReceiver(receiver: KubeObject, secret?: KubeObject): Promise<string> {
+    if (this.receiverUrl === undefined)
+      throw new Error("the Flux lab runs a Receiver only with { notifications: true }");
+    if (secret) await this.kube.apply(secret);
+    const name = receiver.metadata.name;
+    await this.createNotificationObject(
+      "Receiver",
+      name,
+      (receiver as { spec?: Record<string, unknown> }).spec ?? {},
+    );
+    const { apiVersion, plural } = NOTIFICATION_KINDS.Receiver;
+    const path = `/apis/${apiVersion}/namespaces/${FLUX_NAMESPACE}/${plural}/${name}`;
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await delay(100)) {
+      const answer = await this.kube.request<{
+        status?: { webhookPath?: string; conditions?: FluxCondition[] };
+      }>("GET", path);
+      const status = answer.body.status;
+      if (status?.webhookPath && fluxCondition({ status }, "Ready")?.status === "True") {
+        return `${this.receiverUrl}${status.webhookPath}`;
+      }
+    }
+    throw new Error(`Receiver ${name} did not become Ready with a webhookPath in 30 s`);
   }
 
   /** A notification-controller Alert (v1beta3): which events go to which Provider. */
@@ -636,7 +677,7 @@ function nowRfc3339Nano(): string {
  * and kustomize-controller, the GitRepository `gitops` and the Kustomizations of FLUX_KUSTOMIZATIONS. With
  * `{ helm: true }` also helm-controller and the HelmReleases of FLUX_HELM_RELEASES, installed before it resolves.
  */
-export function fluxLabBackend(options: FluxLabOptions = {}): FluxBackendFactory {
+export function fluxLabBackend(options: FluxLabOptions & FluxBackendOptions = {}): FluxBackendFactory {
   return async (setup: GitopsSetup): Promise<FluxBackend> => {
     await requireLabBinaries([
       ...FLUX_LAB_BINARIES,
@@ -668,9 +709,21 @@ export function fluxLabBackend(options: FluxLabOptions = {}): FluxBackendFactory
         // The scenarios start from installed releases: the first install of the seed commit is not theirs to race.
         for (const hr of FLUX_HELM_RELEASES) await flux.waitForInstall(hr.name, 120_000);
       }
+      // The Receiver and its Secret exactly as docs/notifications.md has them, with the lab's token.
+      const receiver = options.receiver
+        ? {
+            url: await flux.createReceiver((await documented("Receiver", "keptn-gitops")) as KubeObject, {
+              ...((await documented("Secret", "keptn-gitops-receiver")) as KubeObject),
+              stringData: { token: FLUX_RECEIVER_TOKEN },
+            }),
+            hmacKey: receiverKeyFor(options.receiver),
+          }
+        : undefined;
       return {
         kubeconfig: kube.kubeconfig,
+        ...(receiver ? { receiver } : {}),
         kustomization: (name) => flux.kustomization(name),
+        gitRepository: (name) => flux.gitRepository(name),
         helmRelease: (name) => flux.helmRelease(name),
         ...(options.notifications
           ? {

@@ -1,31 +1,18 @@
 import { expect } from "chai";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { parse, parseAllDocuments } from "yaml";
+import { join } from "node:path";
+import { parse } from "yaml";
 import { gitLog } from "../support/gitops-fixture.js";
 import { DeploymentWorld } from "../e2e/world.js";
 import { ArgoCdLab } from "./argocd-lab.js";
+import { documented } from "./documented.js";
 import { fluxLabBackend } from "./flux-lab.js";
 import { KubeLab } from "./kube-lab.js";
 import { requireLabBinaries } from "./lab-paths.js";
 
-const DOCS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "docs", "notifications.md");
 /** The in-cluster URL the docs use, replaced by the service's address in the lab. */
 const DOCS_SERVICE_URL = "http://keptn-gitops-service.keptn.svc.cluster.local:8080";
-
-/** The first YAML document in docs/notifications.md whose kind and name are these (the docs are tested). */
-async function documented(kind: string, name: string): Promise<Record<string, unknown>> {
-  const text = await readFile(DOCS, "utf8");
-  for (const [, block] of text.matchAll(/```yaml\n([\s\S]*?)```/g)) {
-    for (const document of parseAllDocuments(block!)) {
-      const object = document.toJS() as { kind?: string; metadata?: { name?: string } } | null;
-      if (object?.kind === kind && object.metadata?.name === name) return object as Record<string, unknown>;
-    }
-  }
-  throw new Error(`docs/notifications.md has no ${kind} ${name}`);
-}
 
 // The real Flux notification-controller posts to the service's /webhooks/flux (a generic-hmac Provider and an
 // Alert for every Kustomization). The service polls once a minute, so only the notification can finish the

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -102,6 +102,25 @@ export interface FluxSimulatorOptions {
   host?: string;
   /** default 0 = a free port */
   port?: number;
+  /** notification-controller Receivers (notification.toolkit.fluxcd.io/v1), served on the same port under `/hook/` */
+  receivers?: SimulatedReceiver[];
+}
+
+/** A Receiver of type generic or generic-hmac in flux-system; its path is receiverWebhookPath(token, name). */
+export interface SimulatedReceiver {
+  name: string;
+  type: "generic" | "generic-hmac";
+  /** the `token` of its Secret: part of the path's digest, and the HMAC key of generic-hmac */
+  token: string;
+  /** the objects it annotates with `reconcile.fluxcd.io/requestedAt` */
+  resources: Array<{ kind: "GitRepository" | "Kustomization" | "HelmRelease"; name: string }>;
+}
+
+/** `status.webhookPath` of a Receiver: `/hook/` + hex(sha256(token + name + namespace)) (api/v1 GetWebhookPath). */
+export function receiverWebhookPath(token: string, name: string, namespace = "flux-system"): string {
+  return `/hook/${createHash("sha256")
+    .update(token + name + namespace)
+    .digest("hex")}`;
 }
 
 export interface RecordedRequest {
@@ -339,6 +358,7 @@ export class FluxSimulator extends EventEmitter<{ written: [WrittenVersion & { a
   readonly errors: Error[] = [];
 
   private readonly token: string;
+  private readonly receivers: SimulatedReceiver[];
   private readonly healthCheckTimeoutMs: number;
   private readonly healthCheckPassMs: number;
   private readonly stepDelayMs: number;
@@ -359,6 +379,7 @@ export class FluxSimulator extends EventEmitter<{ written: [WrittenVersion & { a
     super();
     if (options.token === "") throw new Error("FluxSimulator: options.token must not be empty");
     this.token = options.token;
+    this.receivers = options.receivers ?? [];
     this.healthCheckTimeoutMs = nonNegative(options.healthCheckTimeoutMs, 300, "healthCheckTimeoutMs");
     this.healthCheckPassMs = nonNegative(options.healthCheckPassMs, 20, "healthCheckPassMs");
     this.stepDelayMs = nonNegative(options.stepDelayMs, 5, "stepDelayMs");
@@ -1209,6 +1230,7 @@ export class FluxSimulator extends EventEmitter<{ written: [WrittenVersion & { a
           "injected failure",
         );
       }
+      if (url.pathname.startsWith("/hook/")) return this.receive(url.pathname, req, bodyText, res);
       const route = matchRoute(url.pathname);
       if (!route) {
         res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("404 page not found\n");
@@ -1244,6 +1266,45 @@ export class FluxSimulator extends EventEmitter<{ written: [WrittenVersion & { a
       if (res.headersSent) res.end();
       else sendJson(res, status.code, status.body());
     }
+  }
+
+  /**
+   * notification-controller's receiver server: an unknown path is 404; a generic-hmac Receiver checks
+   * `X-Signature: <sha1|sha256|sha512>=<hex HMAC of the body>` (400 when it does not match); then every resource is
+   * annotated with requestedAt, the current time as Go prints it (time.Now().String()), and the answer is 200.
+   */
+  private async receive(
+    path: string,
+    req: IncomingMessage,
+    bodyText: string,
+    res: ServerResponse,
+  ): Promise<void> {
+    const receiver = this.receivers.find((r) => receiverWebhookPath(r.token, r.name) === path);
+    if (!receiver || req.method !== "POST") {
+      res.writeHead(404).end();
+      return;
+    }
+    if (receiver.type === "generic-hmac") {
+      const [algorithm, signature] = String(req.headers["x-signature"] ?? "").split("=", 2);
+      const valid =
+        ["sha1", "sha256", "sha512"].includes(algorithm ?? "") &&
+        signature === createHmac(algorithm!, receiver.token).update(bodyText).digest("hex");
+      if (!valid) {
+        res.writeHead(400).end();
+        return;
+      }
+    }
+    for (const resource of receiver.resources) {
+      const type = RESOURCE_TYPES[resource.kind];
+      const route: Route = { type, namespace: "flux-system", name: resource.name };
+      const now = goTimeString(new Date());
+      await this.patch(
+        route,
+        "application/merge-patch+json",
+        JSON.stringify({ metadata: { annotations: { [REQUESTED_AT]: now } } }),
+      );
+    }
+    res.writeHead(200).end();
   }
 
   /**
@@ -1420,6 +1481,12 @@ interface Route {
 }
 
 /** `/apis/<group>/<version>[/namespaces/<ns>]/<plural>[/<name>]` of a served kind; undefined for anything else. */
+/** A time as Go's time.Time.String() prints it, the form notification-controller writes into requestedAt. */
+function goTimeString(at: Date): string {
+  const iso = at.toISOString();
+  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}000000 +0000 UTC`;
+}
+
 function matchRoute(pathname: string): Route | undefined {
   const match = /^\/apis\/([^/]+)\/([^/]+)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?\/?$/.exec(
     pathname,
