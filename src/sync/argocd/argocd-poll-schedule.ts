@@ -1,9 +1,8 @@
 import type { Logger } from "../../shared/logger.js";
+import { Subscribers } from "../subscribers.js";
 import type { Application } from "./application-schema.js";
 import type { ArgoCdClient } from "./argocd-client.js";
 import type { ArgoCdStream } from "./argocd-stream.js";
-
-type Listener = (app: Application) => void;
 
 /**
  * Polling shared by every in-flight deployment on one Argo CD server: one `GET /api/v1/applications` per
@@ -11,7 +10,7 @@ type Listener = (app: Application) => void;
  * while the watch stream is connected (the stream already brings every change).
  */
 export class ArgoCdPollSchedule {
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners: Subscribers<Application>;
   private timer: NodeJS.Timeout | undefined;
   private reading = false;
   private lastReadOk = false;
@@ -23,26 +22,25 @@ export class ArgoCdPollSchedule {
       stream?: ArgoCdStream;
       logger: Logger;
     },
-  ) {}
+  ) {
+    this.listeners = new Subscribers<Application>({
+      onFirst: () => {
+        if (this.timer) return;
+        this.timer = setInterval(() => void this.tick(), this.options.intervalMs);
+        this.timer.unref();
+      },
+      onIdle: () => this.stop(),
+      idleMs: 0,
+    });
+  }
 
   /** True while the last list read succeeded: the waiting deployments may then poll only as a safety net. */
   get delivering(): boolean {
     return this.lastReadOk && this.timer !== undefined;
   }
 
-  subscribe(name: string, listener: Listener): () => void {
-    let set = this.listeners.get(name);
-    if (!set) this.listeners.set(name, (set = new Set()));
-    set.add(listener);
-    if (!this.timer) {
-      this.timer = setInterval(() => void this.tick(), this.options.intervalMs);
-      this.timer.unref();
-    }
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.listeners.delete(name);
-      if (this.listeners.size === 0) this.stop();
-    };
+  subscribe(name: string, listener: (app: Application) => void): () => void {
+    return this.listeners.subscribe(name, listener);
   }
 
   stop(): void {
@@ -59,7 +57,7 @@ export class ArgoCdPollSchedule {
       this.lastReadOk = true;
       for (const app of apps) {
         const name = app.metadata?.name;
-        for (const listener of (name && this.listeners.get(name)) || []) listener(app);
+        if (name) this.listeners.deliver(name, app);
       }
     } catch (error) {
       // Each deployment then falls back to reading its own application every pollInterval.

@@ -1,4 +1,5 @@
 import type { Logger } from "../../shared/logger.js";
+import { Subscribers } from "../subscribers.js";
 import { applicationSchema, type Application } from "./application-schema.js";
 
 export interface ArgoCdStreamOptions {
@@ -14,8 +15,6 @@ export interface ArgoCdStreamOptions {
   idleCloseMs?: number;
 }
 
-type Listener = (app: Application) => void;
-
 /**
  * One `GET /api/v1/stream/applications` per Argo CD server, shared by every in-flight deployment on it
  * (interfaces.md A1 "watch"). It is open while anybody listens, reconnects with backoff when it drops, and says
@@ -23,14 +22,21 @@ type Listener = (app: Application) => void;
  * application it carries; the done rules are the same as for a polled read.
  */
 export class ArgoCdStream {
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners: Subscribers<Application>;
   private controller: AbortController | undefined;
   private running: Promise<void> | undefined;
   private up = false;
   private closed = false;
-  private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly options: ArgoCdStreamOptions) {}
+  constructor(private readonly options: ArgoCdStreamOptions) {
+    this.listeners = new Subscribers<Application>({
+      onFirst: () => {
+        if (!this.running && !this.closed) this.running = this.run();
+      },
+      onIdle: () => this.controller?.abort(),
+      idleMs: options.idleCloseMs ?? 60_000,
+    });
+  }
 
   /** True while the stream is connected and has answered 200. */
   get connected(): boolean {
@@ -38,27 +44,13 @@ export class ArgoCdStream {
   }
 
   /** Calls `listener` with every version of application `name` the stream brings, until the returned function is called. */
-  subscribe(name: string, listener: Listener): () => void {
-    let set = this.listeners.get(name);
-    if (!set) this.listeners.set(name, (set = new Set()));
-    set.add(listener);
-    clearTimeout(this.idleTimer);
-    if (!this.running && !this.closed) this.running = this.run();
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.listeners.delete(name);
-      if (this.listeners.size > 0) return;
-      clearTimeout(this.idleTimer);
-      this.idleTimer = setTimeout(() => {
-        if (this.listeners.size === 0) this.controller?.abort();
-      }, this.options.idleCloseMs ?? 60_000);
-      this.idleTimer.unref();
-    };
+  subscribe(name: string, listener: (app: Application) => void): () => void {
+    return this.listeners.subscribe(name, listener);
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.idleTimer);
+    this.listeners.close();
     this.controller?.abort();
     await this.running;
   }
@@ -129,6 +121,6 @@ export class ArgoCdStream {
     const parsed = applicationSchema.safeParse(frame.result?.application);
     const name = parsed.success ? parsed.data.metadata?.name : undefined;
     if (!parsed.success || !name) return;
-    for (const listener of this.listeners.get(name) ?? []) listener(parsed.data);
+    this.listeners.deliver(name, parsed.data);
   }
 }

@@ -1,6 +1,7 @@
 import type { KubernetesObject, ListWatch } from "@kubernetes/client-node";
 import type { Logger } from "../../shared/logger.js";
 import { backoffDelay, type RetryPolicy } from "../../shared/retry.js";
+import { Subscribers } from "../subscribers.js";
 import type { FluxClient, FluxKind } from "./flux-client.js";
 
 type Listener = (object: unknown) => void;
@@ -63,35 +64,28 @@ export class FluxWatch {
 /** The watch of one kind in one namespace, over client-node's `ListWatch` (through FluxClient). */
 class KindWatch {
   connected = false;
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners: Subscribers<unknown>;
   private informer: ListWatch<KubernetesObject> | undefined;
   private failures = 0;
   private restartTimer: NodeJS.Timeout | undefined;
-  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly kind: FluxKind,
     private readonly namespace: string,
     private readonly options: FluxWatchOptions,
     private readonly closed: () => boolean,
-  ) {}
+  ) {
+    this.listeners = new Subscribers<unknown>({
+      onFirst: () => {
+        if (!this.informer && !this.closed()) this.start();
+      },
+      onIdle: () => void this.stop(),
+      idleMs: options.idleCloseMs ?? 60_000,
+    });
+  }
 
   subscribe(name: string, listener: Listener): () => void {
-    let set = this.listeners.get(name);
-    if (!set) this.listeners.set(name, (set = new Set()));
-    set.add(listener);
-    clearTimeout(this.idleTimer);
-    if (!this.informer && !this.closed()) this.start();
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.listeners.delete(name);
-      if (this.listeners.size > 0) return;
-      clearTimeout(this.idleTimer);
-      this.idleTimer = setTimeout(() => {
-        if (this.listeners.size === 0) void this.stop();
-      }, this.options.idleCloseMs ?? 60_000);
-      this.idleTimer.unref();
-    };
+    return this.listeners.subscribe(name, listener);
   }
 
   cached(name: string): unknown {
@@ -100,7 +94,7 @@ class KindWatch {
 
   async stop(): Promise<void> {
     clearTimeout(this.restartTimer);
-    clearTimeout(this.idleTimer);
+    this.listeners.close();
     this.connected = false;
     const informer = this.informer;
     this.informer = undefined;
@@ -109,9 +103,7 @@ class KindWatch {
 
   private start(): void {
     const informer = (this.informer = this.options.client.listWatch(this.kind, this.namespace));
-    const deliver = (object: KubernetesObject) => {
-      for (const listener of this.listeners.get(object.metadata?.name ?? "") ?? []) listener(object);
-    };
+    const deliver = (object: KubernetesObject) => this.listeners.deliver(object.metadata?.name ?? "", object);
     informer.on("add", deliver);
     informer.on("update", deliver);
     informer.on("error", (error: unknown) => this.failed(informer, error));
