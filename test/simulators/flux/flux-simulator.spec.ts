@@ -461,32 +461,42 @@ describe("FluxSimulator", function () {
     });
   });
 
-  it("upgrades it on a new commit in the lab's order: Ready=True before the history, Reconciling last", async () => {
+  /**
+   * Commits a new carts tag for the dev values, asks the GitRepository to reconcile, and records every HelmRelease
+   * version until `done` holds for one; resolves with the chart version of that commit and the versions seen.
+   */
+  async function upgradeCarts(
+    tag: string,
+    done: (object: FluxObject, chartVersion: string) => boolean,
+  ): Promise<{ chartVersion: string; events: Array<{ object: FluxObject }> }> {
     const sha = await commitToBare(
       fixture.bareDir,
       {
-        "charts/carts/values-dev.yaml":
-          'image:\n  repository: docker.io/keptnexamples/carts\n  tag: "0.13.2"\n',
+        "charts/carts/values-dev.yaml": `image:\n  repository: docker.io/keptnexamples/carts\n  tag: "${tag}"\n`,
       },
-      "sim: carts 0.13.2",
+      `sim: carts ${tag}`,
     );
     const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
     const hrWatch = await watch(HR_PATH, "carts");
     try {
       await requestReconcile(`${GR_PATH}/apps`);
-      await waitFor(
-        () =>
-          hrWatch.events.some(
-            (e) =>
-              e.object.status.history?.[0]?.["chartVersion"] === chartVersion &&
-              !condition(e.object, "Reconciling"),
-          ),
-        { timeoutMs: 5_000, what: "carts upgraded" },
-      );
+      await waitFor(() => hrWatch.events.some((e) => done(e.object, chartVersion)), {
+        timeoutMs: 5_000,
+        what: `carts at ${tag}`,
+      });
     } finally {
       hrWatch.stop();
     }
-    const steps = hrWatch.events.map(({ object }) => ({
+    return { chartVersion, events: hrWatch.events };
+  }
+
+  it("upgrades it on a new commit in the lab's order: Ready=True before the history, Reconciling last", async () => {
+    const { chartVersion, events } = await upgradeCarts(
+      "0.13.2",
+      (object, version) =>
+        object.status.history?.[0]?.["chartVersion"] === version && !condition(object, "Reconciling"),
+    );
+    const steps = events.map(({ object }) => ({
       ready: describeCondition(condition(object, "Ready")),
       reconciling: condition(object, "Reconciling")?.message ?? "-",
       lastAttemptedRevision: object.status.lastAttemptedRevision,
@@ -496,7 +506,7 @@ describe("FluxSimulator", function () {
     }));
     const old = `0.1.0+${seed.slice(0, 12)}.1`;
     expect(steps).to.deep.equal(helmUpgradeSteps(old, chartVersion));
-    expect(condition(hrWatch.events.at(-1)?.object as FluxObject, "Ready")?.message).to.equal(
+    expect(condition(events.at(-1)?.object as FluxObject, "Ready")?.message).to.equal(
       `Helm upgrade succeeded for release sockshop-dev/sockshop-dev-carts.v2 with chart carts@${chartVersion}`,
     );
   });
@@ -538,35 +548,17 @@ describe("FluxSimulator", function () {
   });
 
   it("recovers on the next commit: failure counts cleared with the new attempt, history cut at the last good one", async () => {
-    const sha = await commitToBare(
-      fixture.bareDir,
-      {
-        "charts/carts/values-dev.yaml":
-          'image:\n  repository: docker.io/keptnexamples/carts\n  tag: "0.13.4"\n',
-      },
-      "sim: carts recovers",
+    const { chartVersion, events } = await upgradeCarts(
+      "0.13.4",
+      (object, version) =>
+        object.status.history?.[0]?.["chartVersion"] === version &&
+        object.status.history.length === 3 &&
+        !condition(object, "Reconciling"),
     );
-    const chartVersion = `0.1.0+${sha.slice(0, 12)}.1`;
-    const hrWatch = await watch(HR_PATH, "carts");
-    try {
-      await requestReconcile(`${GR_PATH}/apps`);
-      await waitFor(
-        () =>
-          hrWatch.events.some(
-            (e) =>
-              e.object.status.history?.[0]?.["chartVersion"] === chartVersion &&
-              e.object.status.history.length === 3 &&
-              !condition(e.object, "Reconciling"),
-          ),
-        { timeoutMs: 5_000, what: "carts upgraded and its history cut" },
-      );
-    } finally {
-      hrWatch.stop();
-    }
     // As helm-controller v1.4.3 in the lab: the counts go with the version that names the new attempt.
-    const attempt = hrWatch.events.find((e) => e.object.status.lastAttemptedRevision === chartVersion);
+    const attempt = events.find((e) => e.object.status.lastAttemptedRevision === chartVersion);
     expect(attempt?.object.status).to.not.have.any.keys("failures", "upgradeFailures");
-    const histories = hrWatch.events.map((e) =>
+    const histories = events.map((e) =>
       e.object.status.history?.map((h) => `${String(h["status"])} v${String(h["version"])}`).join(", "),
     );
     expect(histories).to.include("deployed v4, failed v3, superseded v2, superseded v1");
