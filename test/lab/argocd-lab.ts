@@ -14,7 +14,7 @@ import { APPLICATIONS } from "../e2e/argocd-backend.js";
 import { freePort } from "../support/nats-server.js";
 import { RecordingProxy } from "../support/recording-proxy.js";
 import { waitFor } from "../support/wait.js";
-import { SYNCFAIL_POLICY, type KubeLab, type KubeObject } from "./kube-lab.js";
+import { refusalPolicy, SYNCFAIL_POLICY, type KubeLab, type KubeObject } from "./kube-lab.js";
 import { LabProcess } from "./lab-process.js";
 import { labDir } from "./lab-paths.js";
 
@@ -60,39 +60,14 @@ return hs
  * `paymentsGitopsFiles` (label `lab.keptn.sh/check: postsync`) for images tagged hookfail, while the Deployment
  * with that image is accepted.
  */
-const HOOKFAIL_POLICY: KubeObject[] = [
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicy",
-    metadata: { name: "lab-refuse-hookfail-checks" },
-    spec: {
-      failurePolicy: "Fail",
-      matchConstraints: {
-        objectSelector: { matchLabels: { "lab.keptn.sh/check": "postsync" } },
-        resourceRules: [
-          {
-            apiGroups: [""],
-            apiVersions: ["v1"],
-            operations: ["CREATE", "UPDATE"],
-            resources: ["configmaps"],
-          },
-        ],
-      },
-      validations: [
-        {
-          expression: "!has(object.data) || object.data.all(k, !object.data[k].contains('hookfail'))",
-          message: "the lab refuses PostSync checks of images tagged hookfail",
-        },
-      ],
-    },
-  },
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicyBinding",
-    metadata: { name: "lab-refuse-hookfail-checks" },
-    spec: { policyName: "lab-refuse-hookfail-checks", validationActions: ["Deny"] },
-  },
-];
+const HOOKFAIL_POLICY: KubeObject[] = refusalPolicy({
+  name: "lab-refuse-hookfail-checks",
+  apiGroup: "",
+  resource: "configmaps",
+  objectSelector: { matchLabels: { "lab.keptn.sh/check": "postsync" } },
+  expression: "!has(object.data) || object.data.all(k, !object.data[k].contains('hookfail'))",
+  message: "the lab refuses PostSync checks of images tagged hookfail",
+});
 
 /** The default AppProject: everything allowed, and a deny sync window for each app in `denied`. */
 function defaultProject(denied: Iterable<string>): KubeObject {

@@ -45,43 +45,62 @@ function collectionPath(object: KubeObject): string {
 }
 
 /**
+ * A ValidatingAdmissionPolicy and its Deny binding: the API server itself refuses the objects of `resource` in
+ * `apiGroup` ("" for the core group) that fail `expression`, with `message`. How the lab makes a commit
+ * really fail to apply, with no cluster-side mock.
+ */
+export function refusalPolicy(options: {
+  name: string;
+  apiGroup: string;
+  resource: string;
+  expression: string;
+  message: string;
+  objectSelector?: Record<string, unknown>;
+}): KubeObject[] {
+  const { name, apiGroup, resource, expression, message, objectSelector } = options;
+  return [
+    {
+      apiVersion: "admissionregistration.k8s.io/v1",
+      kind: "ValidatingAdmissionPolicy",
+      metadata: { name },
+      spec: {
+        failurePolicy: "Fail",
+        matchConstraints: {
+          ...(objectSelector ? { objectSelector } : {}),
+          resourceRules: [
+            {
+              apiGroups: [apiGroup],
+              apiVersions: ["v1"],
+              operations: ["CREATE", "UPDATE"],
+              resources: [resource],
+            },
+          ],
+        },
+        validations: [{ expression, message }],
+      },
+    },
+    {
+      apiVersion: "admissionregistration.k8s.io/v1",
+      kind: "ValidatingAdmissionPolicyBinding",
+      metadata: { name },
+      spec: { policyName: name, validationActions: ["Deny"] },
+    },
+  ];
+}
+
+/** A deployment that really fails to apply: the API server refuses Deployments whose image says "syncfail". */
+export const SYNCFAIL_POLICY: KubeObject[] = refusalPolicy({
+  name: "lab-refuse-syncfail-images",
+  apiGroup: "apps",
+  resource: "deployments",
+  expression: "object.spec.template.spec.containers.all(c, !c.image.contains('syncfail'))",
+  message: "the lab refuses images tagged syncfail",
+});
+
+/**
  * A real Kubernetes control plane without nodes, as controller-runtime's envtest runs one: Debian's etcd and the
  * kube-apiserver built by `npm run lab:build`, on free loopback ports, with a token file and service-account keys.
  */
-/** A deployment that really fails to apply: the API server itself refuses Deployments whose image says "syncfail" (a ValidatingAdmissionPolicy). */
-export const SYNCFAIL_POLICY: KubeObject[] = [
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicy",
-    metadata: { name: "lab-refuse-syncfail-images" },
-    spec: {
-      failurePolicy: "Fail",
-      matchConstraints: {
-        resourceRules: [
-          {
-            apiGroups: ["apps"],
-            apiVersions: ["v1"],
-            operations: ["CREATE", "UPDATE"],
-            resources: ["deployments"],
-          },
-        ],
-      },
-      validations: [
-        {
-          expression: "object.spec.template.spec.containers.all(c, !c.image.contains('syncfail'))",
-          message: "the lab refuses images tagged syncfail",
-        },
-      ],
-    },
-  },
-  {
-    apiVersion: "admissionregistration.k8s.io/v1",
-    kind: "ValidatingAdmissionPolicyBinding",
-    metadata: { name: "lab-refuse-syncfail-images" },
-    spec: { policyName: "lab-refuse-syncfail-images", validationActions: ["Deny"] },
-  },
-];
-
 export class KubeLab {
   private constructor(
     readonly url: string,
