@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks for keptn-gitops-service: git and nats-server from Debian when missing,
-# then the npm dependencies. Safe to run again.
+# Installs what a fresh machine lacks for keptn-gitops-service: git, nats-server and openssh-server from Debian
+# when missing, then the npm dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 { [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1; } || missing+=(nats-server)
+# sshd serves the test GitOps repository over SSH (test/support/ssh-git-server.ts); ssh and ssh-keygen come with it.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} with apt-get"
   SUDO=""

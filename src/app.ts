@@ -46,7 +46,15 @@ export interface App {
 /** Registers every secret of the configuration so that no log line or event can show it. */
 export function registerSecrets(config: AppConfig, secrets: SecretRegistry): void {
   for (const repository of config.repositories) {
-    if (repository.auth) secrets.addBasicAuth(repository.auth.username, repository.auth.token);
+    const auth = repository.auth;
+    if (auth && "token" in auth) secrets.addBasicAuth(auth.username, auth.token);
+    if (auth && "ssh" in auth) {
+      // The whole key, and each line of its body: a log line may carry a part, or the key with escaped newlines.
+      secrets.add(auth.ssh.privateKey);
+      for (const line of auth.ssh.privateKey.split("\n")) {
+        if (!line.startsWith("-----")) secrets.add(line.trim());
+      }
+    }
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
   if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);
@@ -169,6 +177,7 @@ export function buildApp(deps: AppDependencies): App {
         repo,
         syncWatchers,
         fallbackTimeoutMs: 60_000,
+        ...(config.git.commitMessage ? { commitMessage: config.git.commitMessage } : {}),
       }),
     ],
   });
@@ -200,6 +209,7 @@ export function buildApp(deps: AppDependencies): App {
       await Promise.all([...streams, ...fluxWatches].map((watch) => watch.close()));
       for (const schedule of schedules) schedule.stop();
       await controlPlane.close();
+      await repo.close();
       if (server) await close(server);
       logger.info("keptn-gitops-service stopped");
     },

@@ -4,6 +4,7 @@ import { parseDocument } from "yaml";
 import type { z } from "zod";
 import {
   fileConfigSchema,
+  isSshUrl,
   type ArgoCdServerConfig,
   type FileConfig,
   type FluxClusterConfig,
@@ -13,13 +14,21 @@ import {
 
 /** The configuration after validation, with secrets read from their env variables or files. */
 export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks" | "flux"> {
-  repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: { username: string; token: string } }>;
+  repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: RepositoryAuth }>;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
   flux: {
     clusters: Array<Omit<FluxClusterConfig, "receiver"> & { receiver?: { url: string; hmacKey?: string } }>;
   };
   webhooks: { maxBodyBytes: number; flux?: { hmacKey?: string; token?: string }; argocd?: { token: string } };
 }
+
+/** A repository's credentials, read: a token for HTTPS, or an SSH key with the host keys to trust. */
+export type RepositoryAuth =
+  | { username: string; token: string }
+  | { ssh: { privateKey: string; knownHosts?: string; strictHostKeyChecking: boolean } };
+
+/** The user name sent with a token when `auth.username` is absent (GitHub's convention). */
+const DEFAULT_GIT_USERNAME = "x-access-token";
 
 /** Every problem found, each with the path of the key it is about. */
 export class ConfigError extends Error {
@@ -92,7 +101,27 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   const readSecret = secretReader(options, problems);
   const secretAt = (value: unknown, path: string) => (isSecretRef(value) ? readSecret(value, path) : "");
   list(raw["repositories"]).forEach((repo, i) => {
-    if (isRecord(repo["auth"])) secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
+    problems.push(...urlAuthProblems(repo, `repositories.${i}`));
+    if (!isRecord(repo["auth"])) return;
+    secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
+    const ssh = repo["auth"]["ssh"];
+    if (!isRecord(ssh)) return;
+    const key = secretAt(ssh["privateKey"], `repositories.${i}.auth.ssh.privateKey`);
+    if (key && !/^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----$/m.test(key)) {
+      problems.push(
+        `repositories.${i}.auth.ssh.privateKey: the secret is not a private key; give the whole key file, from its -----BEGIN ... PRIVATE KEY----- line to its -----END line`,
+      );
+    }
+    const hosts = secretAt(ssh["knownHosts"], `repositories.${i}.auth.ssh.knownHosts`);
+    const malformed = hosts
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith("#") && line.split(/\s+/).length < 3);
+    if (malformed.length > 0) {
+      problems.push(
+        `repositories.${i}.auth.ssh.knownHosts: "${malformed[0]}" is not a known_hosts line (<host> <key type> <key>); use the output of ssh-keyscan -p <port> <host>`,
+      );
+    }
   });
   list(isRecord(raw["argocd"]) ? raw["argocd"]["servers"] : undefined).forEach((server, i) =>
     secretAt(server["token"], `argocd.servers.${i}.token`),
@@ -126,7 +155,26 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
     ...parsed.data,
     repositories: parsed.data.repositories.map((repo) => {
       const { auth, ...rest } = repo;
-      return auth ? { ...rest, auth: { username: auth.username, token: silent(auth.token, "") } } : rest;
+      if (auth?.ssh) {
+        const { privateKey, knownHosts, strictHostKeyChecking } = auth.ssh;
+        return {
+          ...rest,
+          auth: {
+            ssh: {
+              privateKey: silent(privateKey, ""),
+              ...(knownHosts ? { knownHosts: silent(knownHosts, "") } : {}),
+              strictHostKeyChecking,
+            },
+          },
+        };
+      }
+      if (auth?.token) {
+        return {
+          ...rest,
+          auth: { username: auth.username ?? DEFAULT_GIT_USERNAME, token: silent(auth.token, "") },
+        };
+      }
+      return rest;
     }),
     argocd: {
       servers: parsed.data.argocd.servers.map((server) => ({ ...server, token: silent(server.token, "") })),
@@ -280,6 +328,30 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
     }
   });
   return problems;
+}
+
+/** An SSH URL needs an SSH key, and an SSH key needs an SSH URL: git would otherwise try without credentials. */
+function urlAuthProblems(repo: Record<string, unknown>, path: string): string[] {
+  const url = repo["url"];
+  if (typeof url !== "string") return [];
+  const auth = isRecord(repo["auth"]) ? repo["auth"] : {};
+  if (isSshUrl(url)) {
+    if (auth["token"] !== undefined) {
+      return [
+        `${path}.auth.token: ${url} is an SSH URL, which takes auth.ssh (a private key); use the https:// URL of the repository with a token`,
+      ];
+    }
+    if (repo["auth"] === undefined) {
+      return [`${path}.auth: ${url} is an SSH URL: give auth.ssh with the private key and knownHosts`];
+    }
+    return [];
+  }
+  if (auth["ssh"] !== undefined) {
+    return [
+      `${path}.auth.ssh: an SSH key works with ssh:// and git@host:path URLs only; use the SSH URL of the repository, or auth.token with ${url}`,
+    ];
+  }
+  return [];
 }
 
 function duplicates(names: string[]): string[] {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { COMMIT_MESSAGE_FIELDS, unknownPlaceholders } from "../deployments/commit-message.js";
 import { durationSchema } from "../shared/duration.js";
 
 /**
@@ -18,19 +19,74 @@ const nameSchema = z
 /** A project/stage/service pattern: `*` matches any run of characters. */
 const patternSchema = z.string().min(1).default("*");
 
+/** `ssh://[user@]host[:port]/path`, or git's scp-like `[user@]host:path` (e.g. `git@github.com:org/repo.git`). */
+export function isSshUrl(url: string): boolean {
+  return /^ssh:\/\//i.test(url) || /^([^@/:\s]+@)?[^@/:\s]+:(?!\/\/)/.test(url);
+}
+
+/** A private key and the host keys to trust, for `ssh://` and `git@host:path` URLs. */
+const sshAuthSchema = z
+  .strictObject({
+    /** The private key file's text (OpenSSH or PEM), without a passphrase. */
+    privateKey: secretRefSchema,
+    /** known_hosts lines of the git host, e.g. the output of `ssh-keyscan -p <port> <host>`. */
+    knownHosts: secretRefSchema.optional(),
+    /** Refuse a host whose key is not in `knownHosts` (or has changed). */
+    strictHostKeyChecking: z.boolean().default(true),
+  })
+  .refine((ssh) => ssh.knownHosts || !ssh.strictHostKeyChecking, {
+    message:
+      "give knownHosts (the lines ssh-keyscan -p <port> <host> prints), or set strictHostKeyChecking: false to trust any host key",
+    path: ["knownHosts"],
+  });
+
+/** How the service authenticates to the git host: a token over HTTPS, or an SSH key. */
+const repositoryAuthSchema = z
+  .strictObject({
+    /** HTTPS: the user name sent with the token; "x-access-token" when absent. */
+    username: z.string().min(1).optional(),
+    token: secretRefSchema.optional(),
+    ssh: sshAuthSchema.optional(),
+  })
+  .superRefine((auth, context) => {
+    if (auth.token && auth.ssh) {
+      context.addIssue({
+        code: "custom",
+        message: "give token (https:// URLs) or ssh (ssh:// and git@host:path URLs), not both",
+      });
+    } else if (!auth.token && !auth.ssh) {
+      context.addIssue({
+        code: "custom",
+        message: "give token (https:// URLs) or ssh (ssh:// and git@host:path URLs)",
+      });
+    }
+    if (auth.ssh && auth.username) {
+      context.addIssue({
+        code: "custom",
+        message: "with ssh the user name is part of the URL (ssh://git@host/path); remove auth.username",
+        path: ["username"],
+      });
+    }
+  });
+
 const repositorySchema = z.strictObject({
   name: nameSchema,
   url: z
     .string()
-    .regex(/^(https?|file):\/\//, "use an http(s):// or file:// URL")
-    .refine((url) => !/^[a-z]+:\/\/[^/]*@/i.test(url), "put credentials in auth.token, not in the URL"),
+    .refine(
+      (url) => /^(https?|file):\/\//.test(url) || isSshUrl(url),
+      "use an http(s)://, file://, ssh:// or git@host:path URL",
+    )
+    .refine(
+      (url) => isSshUrl(url) || !/^[a-z]+:\/\/[^/]*@/i.test(url),
+      "put credentials in auth.token, not in the URL",
+    )
+    .refine(
+      (url) => !/^ssh:\/\/[^/@]*:[^/@]*@/i.test(url),
+      "an SSH URL takes a user name only (ssh://git@host/path); the key goes in auth.ssh.privateKey",
+    ),
   branch: z.string().min(1).default("main"),
-  auth: z
-    .strictObject({
-      username: z.string().min(1).default("x-access-token"),
-      token: secretRefSchema,
-    })
-    .optional(),
+  auth: repositoryAuthSchema.optional(),
 });
 
 const argoCdServerSchema = z.strictObject({
@@ -70,18 +126,39 @@ const fluxClusterSchema = z.strictObject({
   receiver: z.strictObject({ url: secretRefSchema, hmacKey: secretRefSchema.optional() }).optional(),
 });
 
-/** Where the image of `configurationChange.values.image` goes in a Helm values file: key paths such as `image.tag`. */
+/** A key path: keys joined by dots (`image.tag`); a number selects a list item (`images.0.tag`). */
+const keyPathSchema = z
+  .string()
+  .regex(/^[^.]+(\.[^.]+)*$/, "write a key path as keys joined by dots, e.g. image.tag");
+
+/** Key paths that get parts of the image of `configurationChange.values.image`. */
+const imageKeysShape = {
+  /** Gets the whole reference, e.g. `image` for `image: repo/name:tag`. */
+  reference: keyPathSchema.optional(),
+  /** Gets the registry host; `repository` then gets the path on the registry only. */
+  registry: keyPathSchema.optional(),
+  repository: keyPathSchema.optional(),
+  tag: keyPathSchema.optional(),
+  /** Gets the digest (`sha256:...`), or "" when the image has none. */
+  digest: keyPathSchema.optional(),
+};
+type ImageKeysInput = {
+  reference?: string;
+  registry?: string;
+  repository?: string;
+  tag?: string;
+  digest?: string;
+};
+const writesImage = (c: ImageKeysInput) => Boolean(c.reference || c.tag || c.digest);
+const IMAGE_KEYS_MESSAGE = "name where the image goes: `tag` (with `repository` if wanted) or `reference`";
+const registryHasRepository = (c: ImageKeysInput) => !c.registry || Boolean(c.repository);
+const REGISTRY_MESSAGE = "`registry` gets the registry split out of the repository: give `repository` too";
+
+/** Where the image goes in a Helm values file: key paths such as `image.tag`. */
 const helmValuesChangeSchema = z
-  .strictObject({
-    kind: z.literal("helm-values"),
-    /** Key path that gets the whole reference, e.g. `image` for `image: repo/name:tag`. */
-    reference: z.string().min(1).optional(),
-    repository: z.string().min(1).optional(),
-    tag: z.string().min(1).optional(),
-  })
-  .refine((c) => c.reference || c.tag, {
-    message: "name where the image goes: `tag` (with `repository` if wanted) or `reference`",
-  });
+  .strictObject({ kind: z.literal("helm-values"), ...imageKeysShape })
+  .refine(writesImage, { message: IMAGE_KEYS_MESSAGE })
+  .refine(registryHasRepository, { message: REGISTRY_MESSAGE, path: ["registry"] });
 
 const manifestImageChangeSchema = z.strictObject({
   kind: z.literal("manifest-image"),
@@ -89,7 +166,66 @@ const manifestImageChangeSchema = z.strictObject({
   container: z.string().min(1).optional(),
 });
 
-export const changeSchema = z.discriminatedUnion("kind", [helmValuesChangeSchema, manifestImageChangeSchema]);
+/** An `images:` entry of a kustomization.yaml (`newName`, `newTag`, `digest`), added when missing. */
+const kustomizeImagesChangeSchema = z.strictObject({
+  kind: z.literal("kustomize-images"),
+  /** The `images[].name` to set; the image's repository when absent. */
+  name: z.string().min(1).optional(),
+});
+
+/** Key paths below `spec.values` of a Flux HelmRelease. */
+const helmReleaseValuesChangeSchema = z
+  .strictObject({
+    kind: z.literal("helmrelease-values"),
+    /** `metadata.name` of the HelmRelease, when the file holds several. */
+    name: z.string().min(1).optional(),
+    ...imageKeysShape,
+  })
+  .refine(writesImage, { message: IMAGE_KEYS_MESSAGE })
+  .refine(registryHasRepository, { message: REGISTRY_MESSAGE, path: ["registry"] });
+
+/** Key paths below `helm.valuesObject`, or names of `helm.parameters`, of an Argo CD Application's source. */
+const argoCdApplicationChangeSchema = z
+  .strictObject({
+    kind: z.literal("argocd-application"),
+    /** `metadata.name` of the Application, when the file holds several. */
+    name: z.string().min(1).optional(),
+    /** Which of `spec.sources` (multi-source apps): the one with this `repoURL` or this `name`. */
+    source: z
+      .strictObject({ repoURL: z.string().min(1).optional(), name: z.string().min(1).optional() })
+      .refine((s) => s.repoURL || s.name, { message: "choose the source by repoURL or by name" })
+      .optional(),
+    /** `valuesObject` (the default): the keys are key paths; `parameters`: the keys are parameter names. */
+    into: z
+      .enum(["valuesObject", "parameters"], { error: 'change.into is "valuesObject" or "parameters"' })
+      .optional(),
+    ...imageKeysShape,
+  })
+  .refine(writesImage, { message: IMAGE_KEYS_MESSAGE })
+  .refine(registryHasRepository, { message: REGISTRY_MESSAGE, path: ["registry"] });
+
+/** `configurationChange.values` of the triggered event, deep-merged into a values file. */
+const valuesMergeChangeSchema = z.strictObject({
+  kind: z.literal("values-merge"),
+  /** Merge `image` too; by default it is left out (another target or kind writes it). */
+  keepImage: z.boolean({ error: "keepImage is true or false" }).optional(),
+});
+
+export const changeSchema = z.discriminatedUnion(
+  "kind",
+  [
+    helmValuesChangeSchema,
+    manifestImageChangeSchema,
+    kustomizeImagesChangeSchema,
+    helmReleaseValuesChangeSchema,
+    argoCdApplicationChangeSchema,
+    valuesMergeChangeSchema,
+  ],
+  {
+    error:
+      "change.kind is one of helm-values, manifest-image, kustomize-images, helmrelease-values, argocd-application, values-merge",
+  },
+);
 export type ChangeSpec = z.infer<typeof changeSchema>;
 
 const argoCdDeploySchema = z.strictObject({
@@ -164,6 +300,23 @@ export const fileConfigSchema = z.strictObject({
       pushAttempts: z.number().int().min(1).max(20).default(5),
       /** Timeout of one git command. */
       commandTimeout: durationSchema.default(60_000),
+      /**
+       * The commit message with {project}, {stage}, {service}, {image}, {file}, {changes}, {shkeptncontext},
+       * {triggeredid} and {labels.<name>}; the Keptn trailers are always added after it.
+       */
+      commitMessage: z
+        .string()
+        .min(1)
+        .superRefine((template, context) => {
+          const unknown = unknownPlaceholders(template);
+          if (unknown.length > 0) {
+            context.addIssue({
+              code: "custom",
+              message: `unknown placeholder ${unknown.map((name) => `{${name}}`).join(", ")}; use ${COMMIT_MESSAGE_FIELDS.map((name) => `{${name}}`).join(", ")} or {labels.<name>}`,
+            });
+          }
+        })
+        .optional(),
     })
     .default({
       cacheDir: "/tmp/keptn-gitops/repos",

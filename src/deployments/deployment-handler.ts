@@ -6,9 +6,10 @@ import {
   type DeploymentTriggeredData,
 } from "../keptn/deployment-data.js";
 import type { TaskFinish } from "../keptn/event-builders.js";
-import { editFile } from "../gitops-repo/editors/editors.js";
+import type { ChangeSpec } from "../config/schema.js";
+import { editFile, needsImage, type EditInput } from "../gitops-repo/editors/editors.js";
 import type { GitopsRepo } from "../gitops-repo/gitops-repo.js";
-import { parseImageReference, type ImageReference } from "../gitops-repo/image-reference.js";
+import { parseImageReference } from "../gitops-repo/image-reference.js";
 import { renderTemplate } from "../gitops-repo/repo-path.js";
 import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../shared/errors.js";
 import { formatDuration } from "../shared/duration.js";
@@ -23,6 +24,8 @@ export interface DeploymentHandlerOptions {
   syncWatchers: ReadonlyMap<string, SyncWatcher>;
   /** Deadline for events that match no target (they are answered at once anyway). */
   fallbackTimeoutMs: number;
+  /** `git.commitMessage`; the default message when absent. */
+  commitMessage?: string;
 }
 
 const short = (sha: string) => sha.slice(0, 7);
@@ -69,7 +72,8 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     progress,
   }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
     const target = this.options.targets.resolve(event.scope);
-    const image = imageOf(event);
+    const input = editInputOf(event, target.change);
+    const deploying = input.image?.reference ?? "new values";
     const watcher = this.options.syncWatchers.get(watcherKey(target.deploy.tool, target.deploy.server));
     if (!watcher) throw new Error(`no sync watcher for ${target.deploy.tool} ${target.deploy.server}`);
 
@@ -87,15 +91,16 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     const change = await this.options.repo.applyChange({
       repository: target.repository,
       file: target.file,
-      edit: (text) => editFile(text, target.file, target.change, image),
-      message: (changes) => deploymentCommitMessage(event, image.reference, target.file, changes),
+      edit: (text) => editFile(text, target.file, target.change, input),
+      message: (changes) =>
+        deploymentCommitMessage(event, deploying, target.file, changes, this.options.commitMessage),
       signal,
     });
     const gitCommit = change.commit;
     progress({ gitCommit });
     const wrote = change.committed
       ? `Committed ${change.changes.join(", ")} in ${target.file} as ${short(gitCommit)}`
-      : `${target.file} already holds ${image.reference}; deploying the current head ${short(gitCommit)}`;
+      : `${target.file} already holds ${deploying}; deploying the current head ${short(gitCommit)}`;
     logger.info(
       { gitCommit, committed: change.committed, application: target.deploy.application },
       "waiting for the GitOps tool",
@@ -139,13 +144,24 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
   }
 }
 
-/** The image to deploy, from `configurationChange.values.image` as the Keptn CLI puts it there. */
-function imageOf(event: TriggeredEvent<DeploymentTriggeredData>): ImageReference {
-  const image = event.data.configurationChange.values["image"];
+/**
+ * What the edit gets: all of `configurationChange.values`, and the image from `values.image` as the Keptn CLI puts
+ * it there. Only the change kinds that write an image need one; for the others an unusable image is left out.
+ */
+function editInputOf(event: TriggeredEvent<DeploymentTriggeredData>, change: ChangeSpec): EditInput {
+  const values = event.data.configurationChange.values;
+  const image = values["image"];
+  if (!needsImage(change)) {
+    try {
+      return { values, ...(typeof image === "string" ? { image: parseImageReference(image) } : {}) };
+    } catch {
+      return { values };
+    }
+  }
   if (typeof image !== "string" || image.trim() === "") {
     throw new TerminalError(
       "the deployment.triggered event has no image: set configurationChange.values.image (e.g. keptn trigger delivery --image=docker.io/org/app:1.2.3)",
     );
   }
-  return parseImageReference(image);
+  return { image: parseImageReference(image), values };
 }

@@ -5,7 +5,24 @@ export interface RepositoryRef {
   name: string;
   url: string;
   branch: string;
-  auth?: { username: string; token: string };
+  auth?: TokenAuth | SshAuth;
+}
+
+/** HTTPS: a token, sent as `Authorization: Basic base64(username:token)`. */
+export interface TokenAuth {
+  username: string;
+  token: string;
+}
+
+/** SSH (`ssh://` and `git@host:path` URLs): a private key, and the host keys to trust. */
+export interface SshAuth {
+  ssh: {
+    /** The private key file's text, without a passphrase. */
+    privateKey: string;
+    /** known_hosts lines; absent only when `strictHostKeyChecking` is off. */
+    knownHosts?: string;
+    strictHostKeyChecking: boolean;
+  };
 }
 
 export interface ChangeRequest {

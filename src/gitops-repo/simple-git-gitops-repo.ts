@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { access, chmod, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { simpleGit, type SimpleGit } from "simple-git";
 import { RetryableError, TerminalError, errorMessage } from "../shared/errors.js";
@@ -8,7 +8,7 @@ import { KeyedMutex } from "../shared/keyed-mutex.js";
 import type { Logger } from "../shared/logger.js";
 import { backoffDelay, withRetry, type RetryPolicy } from "../shared/retry.js";
 import type { SecretRegistry } from "../shared/secrets.js";
-import type { ChangeOutcome, ChangeRequest, GitopsRepo, RepositoryRef } from "./gitops-repo.js";
+import type { ChangeOutcome, ChangeRequest, GitopsRepo, RepositoryRef, SshAuth } from "./gitops-repo.js";
 import { resolveInsideRepo } from "./repo-path.js";
 
 export interface SimpleGitGitopsRepoOptions {
@@ -21,16 +21,20 @@ export interface SimpleGitGitopsRepoOptions {
   baseEnv: Record<string, string>;
   logger: Logger;
   secrets: SecretRegistry;
+  /** Holds a private directory per SSH repository (key and known_hosts); `<cacheDir>/.ssh` by default. */
+  sshDir?: string;
 }
 
 /** Network trouble: fetch and clone are retried this way before the deployment gives up. */
 const NETWORK_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDelayMs: 5_000 };
 const PUSH_RACE_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 100, maxDelayMs: 2_000 };
 
-type GitFailure = "auth" | "not-found" | "push-race" | "other";
+type GitFailure = "auth" | "host-key" | "not-found" | "push-race" | "other";
 
 /** Reads git's stderr: what went wrong decides whether to retry, re-apply, or answer at once. */
 function classify(message: string): GitFailure {
+  // OpenSSH: "No ED25519 host key is known for ...", "REMOTE HOST IDENTIFICATION HAS CHANGED!", then this line.
+  if (/Host key verification failed/i.test(message)) return "host-key";
   if (
     /Authentication failed|could not read (Username|Password)|returned error: 40[13]|HTTP 40[13]|Permission denied \(publickey|terminal prompts disabled/i.test(
       message,
@@ -58,15 +62,15 @@ function gitSaid(message: string): string {
     .split("\n")
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith("Cloning into"));
-  const errors = lines.filter((l) => /^(fatal|error):/.test(l));
+  const errors = lines.filter((l) => /^(fatal|error|ssh):/.test(l));
   return (errors.length > 0 ? errors : lines.slice(-2)).join(" ");
 }
 
-/** The URL without any user info, for messages. */
+/** The URL without any user info (an SSH URL keeps its user name: the key must be authorized for it), for messages. */
 function displayUrl(url: string): string {
   try {
     const parsed = new URL(url);
-    parsed.username = "";
+    if (parsed.protocol !== "ssh:") parsed.username = "";
     parsed.password = "";
     return parsed.toString();
   } catch {
@@ -90,14 +94,28 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
    * every poll and stream frame, which would otherwise run git under the repository's lock each time.
    */
   private readonly ancestry = new Map<string, boolean>();
+  /** The `GIT_SSH_COMMAND` of each SSH repository, by name: its key files are written once, on first use. */
+  private readonly sshCommands = new Map<string, Promise<string>>();
 
   constructor(private readonly options: SimpleGitGitopsRepoOptions) {}
+
+  /** Removes the key files of the SSH repositories. Git operations after this write them again. */
+  async close(): Promise<void> {
+    const written = [...this.sshCommands].map(([name, command]) =>
+      command.catch(() => undefined).then(() => name),
+    );
+    this.sshCommands.clear();
+    for (const name of await Promise.all(written)) {
+      await rm(join(this.sshRoot(), name), { recursive: true, force: true });
+    }
+    await rmdir(this.sshRoot()).catch(() => undefined); // only when empty
+  }
 
   async applyChange(request: ChangeRequest): Promise<ChangeOutcome> {
     const { repository } = request;
     return this.mutex.run(this.key(repository), async () => {
       const dir = await this.ensureClone(repository, request.signal);
-      const git = this.git(repository, dir, request.signal);
+      const git = await this.git(repository, dir, request.signal);
       for (let attempt = 1; ; attempt++) {
         await this.syncToRemote(git, repository, request.signal);
         const head = (await git.revparse(["HEAD"])).trim();
@@ -160,7 +178,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     if (known !== undefined) return known;
     const answer = await this.mutex.run(this.key(repository), async () => {
       const dir = await this.ensureClone(repository);
-      const git = this.git(repository, dir);
+      const git = await this.git(repository, dir);
       const present = async () =>
         git.raw(["cat-file", "-t", `${revision}^{commit}`]).then(
           () => true,
@@ -198,16 +216,14 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     // A clone left broken (disk full, killed mid-clone) is cloned again rather than reported as a missing repo.
     const usable =
       present &&
-      (await this.git(repository, dir, signal)
-        .revparse(["--is-inside-work-tree"])
-        .then(
-          () => true,
-          () => false,
-        ));
+      (await (await this.git(repository, dir, signal)).revparse(["--is-inside-work-tree"]).then(
+        () => true,
+        () => false,
+      ));
     if (usable) return dir;
     await rm(dir, { recursive: true, force: true });
     await mkdir(this.options.cacheDir, { recursive: true });
-    const git = this.git(repository, this.options.cacheDir, signal);
+    const git = await this.git(repository, this.options.cacheDir, signal);
     await this.run(
       repository,
       "clone",
@@ -248,10 +264,17 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
         } catch (error) {
           const message = this.options.secrets.redact(errorMessage(error));
           const url = displayUrl(repository.url);
+          const ssh = repository.auth && "ssh" in repository.auth;
           switch (classify(message)) {
             case "auth":
               throw new TerminalError(
-                `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
+                ssh
+                  ? `git ${what} of ${url} was refused: the server did not accept the SSH key; check the key of repository "${repository.name}" (repositories[].auth.ssh.privateKey): its public key must be authorized for the user of the URL`
+                  : `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
+              );
+            case "host-key":
+              throw new TerminalError(
+                `git ${what} of ${url} was refused: the server's SSH host key is not in known_hosts or has changed; check knownHosts of repository "${repository.name}" (repositories[].auth.ssh.knownHosts, the output of ssh-keyscan)`,
               );
             case "not-found":
               throw new TerminalError(
@@ -268,15 +291,16 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     );
   }
 
-  private git(repository: RepositoryRef, baseDir: string, signal?: AbortSignal): SimpleGit {
+  private async git(repository: RepositoryRef, baseDir: string, signal?: AbortSignal): Promise<SimpleGit> {
     const config: Array<[string, string]> = [
       ["user.name", this.options.author.name],
       ["user.email", this.options.author.email],
       ["credential.helper", ""],
       ["core.hooksPath", "/dev/null"],
     ];
-    if (repository.auth) {
-      const basic = Buffer.from(`${repository.auth.username}:${repository.auth.token}`).toString("base64");
+    const auth = repository.auth;
+    if (auth && "token" in auth) {
+      const basic = Buffer.from(`${auth.username}:${auth.token}`).toString("base64");
       config.push([`http.${repository.url}.extraHeader`, `Authorization: Basic ${basic}`]);
     }
     const env: Record<string, string> = {
@@ -286,6 +310,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       GIT_CONFIG_GLOBAL: "/dev/null",
       GIT_CONFIG_COUNT: String(config.length),
     };
+    if (auth && "ssh" in auth) env["GIT_SSH_COMMAND"] = await this.sshCommand(repository.name, auth);
     config.forEach(([key, value], i) => {
       env[`GIT_CONFIG_KEY_${i}`] = key;
       env[`GIT_CONFIG_VALUE_${i}`] = value;
@@ -302,9 +327,67 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
         allowUnsafeConfigPaths: true,
         allowUnsafeCredentialHelper: true,
         allowUnsafeHooksPath: true,
+        allowUnsafeSshCommand: true,
       },
     }).env(env);
   }
+
+  private sshRoot(): string {
+    return this.options.sshDir ?? join(this.options.cacheDir, ".ssh");
+  }
+
+  /**
+   * The ssh command line for git (`GIT_SSH_COMMAND`): only the key file given, only the known_hosts file given,
+   * no ~/.ssh/config, no agent, never a prompt. Key and known_hosts are written once per repository, mode 0600,
+   * into a private directory (0700) outside the clone; the key itself is never on a command line.
+   */
+  private sshCommand(name: string, auth: SshAuth): Promise<string> {
+    let command = this.sshCommands.get(name);
+    if (!command) {
+      command = this.writeSshFiles(name, auth);
+      this.sshCommands.set(name, command);
+      // A failed write (disk full) is tried again by the next git operation.
+      command.catch(() => this.sshCommands.delete(name));
+    }
+    return command;
+  }
+
+  /** `<sshRoot>/<name>`, made anew: what a previous process left there (it may have been killed) goes first. */
+  private async writeSshFiles(name: string, { ssh }: SshAuth): Promise<string> {
+    const root = this.sshRoot();
+    const dir = join(root, name);
+    await mkdir(dirname(root), { recursive: true });
+    await mkdir(root, { recursive: true, mode: 0o700 });
+    await chmod(root, 0o700);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { mode: 0o700 });
+    await chmod(dir, 0o700);
+    const key = join(dir, "id");
+    const knownHosts = join(dir, "known_hosts");
+    // OpenSSH refuses a key file without its final newline; secrets are read trimmed.
+    await writeFile(key, `${ssh.privateKey.trim()}\n`, { mode: 0o600, flag: "wx" });
+    await writeFile(knownHosts, ssh.knownHosts ? `${ssh.knownHosts.trim()}\n` : "", {
+      mode: 0o600,
+      flag: "wx",
+    });
+    return [
+      "ssh",
+      "-F /dev/null",
+      `-i ${shellQuote(key)}`,
+      "-o IdentitiesOnly=yes",
+      "-o IdentityAgent=none",
+      `-o UserKnownHostsFile=${shellQuote(knownHosts)}`,
+      "-o GlobalKnownHostsFile=/dev/null",
+      `-o StrictHostKeyChecking=${ssh.strictHostKeyChecking ? "yes" : "no"}`,
+      "-o BatchMode=yes",
+      "-o LogLevel=ERROR",
+    ].join(" ");
+  }
+}
+
+/** Git runs GIT_SSH_COMMAND through the shell. */
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
 }
 
 class PushRaceError extends Error {

@@ -69,7 +69,7 @@ targets:
       'targets.0.repository: no repository is named "other" (known: gitops)',
       "targets.0.file: unknown placeholder {app}; use {project}, {stage}, {service}",
       'targets.0.deploy.server: no argocd server is named "main" (known: none)',
-      "repositories.0.url: use an http(s):// or file:// URL",
+      "repositories.0.auth.token: git@github.com:org/gitops.git is an SSH URL, which takes auth.ssh (a private key); use the https:// URL of the repository with a token",
       'targets.0.timeout: "soon" is not a duration; write e.g. "30s", "10m" or "1h"',
       "targets.0.change: name where the image goes: `tag` (with `repository` if wanted) or `reference`",
     ]);

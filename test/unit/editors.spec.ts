@@ -1,6 +1,7 @@
 import { expect } from "chai";
+import type { ChangeSpec } from "../../src/config/schema.js";
 import { editFile } from "../../src/gitops-repo/editors/editors.js";
-import { parseImageReference } from "../../src/gitops-repo/image-reference.js";
+import { parseImageReference, type ImageReference } from "../../src/gitops-repo/image-reference.js";
 import { TerminalError } from "../../src/shared/errors.js";
 
 const VALUES = `# Values for carts in dev
@@ -13,17 +14,21 @@ service:
   port: 8080
 `;
 
+/** These cases edit with an image only, as a deployment whose configurationChange.values hold just the image. */
+const editWithImage = (text: string, file: string, change: ChangeSpec, image: ImageReference) =>
+  editFile(text, file, change, { image, values: {} });
+
 describe("helm-values editor", () => {
   it("changes only the tag, keeping comments, quotes and order", () => {
     const image = parseImageReference("docker.io/keptnexamples/carts:0.13.3");
-    const result = editFile(VALUES, "values.yaml", { kind: "helm-values", tag: "image.tag" }, image);
+    const result = editWithImage(VALUES, "values.yaml", { kind: "helm-values", tag: "image.tag" }, image);
     expect(result.text).to.equal(VALUES.replace('"0.13.1"', '"0.13.3"'));
     expect(result.changes).to.deep.equal(["image.tag: 0.13.1 -> 0.13.3"]);
   });
 
   it("splits repository and tag into two keys", () => {
     const image = parseImageReference("registry.example.com:5000/team/carts:1.0.0");
-    const result = editFile(
+    const result = editWithImage(
       VALUES,
       "values.yaml",
       { kind: "helm-values", repository: "image.repository", tag: "image.tag" },
@@ -40,13 +45,13 @@ describe("helm-values editor", () => {
   it("writes the whole reference into one key", () => {
     const text = "app:\n  image: 'docker.io/org/app:1.0' # pinned\n";
     const image = parseImageReference("docker.io/org/app:2.0");
-    const result = editFile(text, "v.yaml", { kind: "helm-values", reference: "app.image" }, image);
+    const result = editWithImage(text, "v.yaml", { kind: "helm-values", reference: "app.image" }, image);
     expect(result.text).to.equal("app:\n  image: 'docker.io/org/app:2.0' # pinned\n");
   });
 
   it("quotes a plain value that would otherwise read back as a number", () => {
     const text = "image:\n  tag: latest\n";
-    const result = editFile(
+    const result = editWithImage(
       text,
       "v.yaml",
       { kind: "helm-values", tag: "image.tag" },
@@ -56,7 +61,7 @@ describe("helm-values editor", () => {
   });
 
   it("reports no change when the value is already there", () => {
-    const result = editFile(
+    const result = editWithImage(
       VALUES,
       "values.yaml",
       { kind: "helm-values", tag: "image.tag" },
@@ -68,7 +73,7 @@ describe("helm-values editor", () => {
 
   it("names the missing key and the file", () => {
     expect(() =>
-      editFile(
+      editWithImage(
         VALUES,
         "charts/carts/values-dev.yaml",
         { kind: "helm-values", tag: "image.version" },
@@ -79,7 +84,7 @@ describe("helm-values editor", () => {
 
   it("refuses unparsable YAML with the line number", () => {
     expect(() =>
-      editFile(
+      editWithImage(
         "image:\n  tag: [1, 2\n",
         "bad.yaml",
         { kind: "helm-values", tag: "image.tag" },
@@ -90,7 +95,7 @@ describe("helm-values editor", () => {
 
   it("refuses a digest-pinned image when only the tag is written", () => {
     const image = parseImageReference(`docker.io/org/app:2@sha256:${"b".repeat(64)}`);
-    expect(() => editFile(VALUES, "v.yaml", { kind: "helm-values", tag: "image.tag" }, image)).to.throw(
+    expect(() => editWithImage(VALUES, "v.yaml", { kind: "helm-values", tag: "image.tag" }, image)).to.throw(
       TerminalError,
       "is pinned by digest, but the target writes only the tag to image.tag",
     );
@@ -99,7 +104,7 @@ describe("helm-values editor", () => {
   it("names the file and key of a value it does not rewrite", () => {
     const text = "image:\n  tag: |\n    1.0\n";
     expect(() =>
-      editFile(text, "v.yaml", { kind: "helm-values", tag: "image.tag" }, parseImageReference("a/b:2")),
+      editWithImage(text, "v.yaml", { kind: "helm-values", tag: "image.tag" }, parseImageReference("a/b:2")),
     ).to.throw(
       TerminalError,
       "v.yaml: image.tag is a BLOCK_LITERAL value, which the service does not rewrite",
@@ -108,7 +113,7 @@ describe("helm-values editor", () => {
 
   it("refuses an image without a tag when a tag key is configured", () => {
     expect(() =>
-      editFile(
+      editWithImage(
         VALUES,
         "v.yaml",
         { kind: "helm-values", tag: "image.tag" },
@@ -144,7 +149,7 @@ spec:
 describe("manifest-image editor", () => {
   it("sets the image of the named container in a multi-document file, nothing else", () => {
     const image = parseImageReference("docker.io/keptnexamples/orders:0.13.2");
-    const result = editFile(MULTI, "m.yaml", { kind: "manifest-image", container: "orders" }, image);
+    const result = editWithImage(MULTI, "m.yaml", { kind: "manifest-image", container: "orders" }, image);
     expect(result.text).to.equal(MULTI.replace("orders:0.13.1", "orders:0.13.2"));
     expect(result.changes).to.deep.equal([
       "Deployment/orders container orders: docker.io/keptnexamples/orders:0.13.1 -> docker.io/keptnexamples/orders:0.13.2",
@@ -152,7 +157,7 @@ describe("manifest-image editor", () => {
   });
 
   it("without a container name, changes every container running the same repository", () => {
-    const result = editFile(
+    const result = editWithImage(
       MULTI,
       "m.yaml",
       { kind: "manifest-image" },
@@ -163,7 +168,12 @@ describe("manifest-image editor", () => {
 
   it("says which containers it found when none matches", () => {
     expect(() =>
-      editFile(MULTI, "m.yaml", { kind: "manifest-image", container: "web" }, parseImageReference("a/b:1")),
+      editWithImage(
+        MULTI,
+        "m.yaml",
+        { kind: "manifest-image", container: "web" },
+        parseImageReference("a/b:1"),
+      ),
     ).to.throw(
       TerminalError,
       "m.yaml has no container named web (found: orders (docker.io/keptnexamples/orders:0.13.1), envoy (envoyproxy/envoy:v1.29.0))",
