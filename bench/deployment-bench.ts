@@ -11,7 +11,8 @@ import { DeploymentWorld, GIT_TOKEN, type KeptnEvent } from "../test/e2e/world.j
 import type { SettledEvent } from "../test/simulators/argocd/argocd-simulator.js";
 import { basicAuth, type GitHttpRequestRecord } from "../test/support/git-http-server.js";
 import { git } from "../test/support/gitops-fixture.js";
-import { Arrivals, LABEL, machine, ratio, row, stamp } from "./bench-support.js";
+import { Arrivals, LABEL, machine, ratio, row, stamp, summarize } from "./bench-support.js";
+import { gitBurst, gitBurstLines, type GitBurstResult } from "./burst-bench.js";
 import {
   FLUX_POLL_INTERVAL_MS,
   fluxBurst,
@@ -39,6 +40,8 @@ const ECHO_REPLY = "bench.echo.reply";
 const DEFAULT_DEPLOYMENTS = 40;
 const MIN_DEPLOYMENTS = 20;
 const DEFAULT_BURST = 500;
+/** (h): deployments of as many services into one repository and branch, triggered at once. */
+const GIT_BURST = 200;
 const MIN_BURST = 10;
 
 const image = (n: number) => `docker.io/keptnexamples/carts:1.0.${n}`;
@@ -340,6 +343,7 @@ const byKind = (counts: Record<string, number>) =>
 function report(
   argo: Record<ArgoSignal, Results>,
   bursts: BurstResult[],
+  gitBurstResult: GitBurstResult,
   flux: Record<FluxSignal, number[]>,
   fluxBursts: FluxBurstResult[],
   header: string[],
@@ -395,6 +399,7 @@ function report(
         `(${burstResult.requests} in all: ${byKind(burstResult.byKind)})`,
       naiveLine(burstResult.count, burstResult.seconds),
     ]),
+    ...gitBurstLines(gitBurstResult),
     "",
     `Flux: ${flux.poll.length} deployments of podtato-head to podtato/dev per signal, one at a time, after 1 warm-up; ` +
       `Flux simulator, Kustomization ${"podtato-head-dev"}`,
@@ -485,6 +490,9 @@ async function main(): Promise<void> {
       await burstWorld.stop();
     }
   }
+  if (!argo.poll) throw new Error("the poll run of the bench did not finish");
+  const plainCycleMs = summarize(argo.poll.plainGit.map((times) => times.total)).median;
+  const gitBurstResult = await gitBurst(GIT_BURST, plainCycleMs);
   const flux: Partial<Record<FluxSignal, number[]>> = {};
   for (const signal of ["poll", "watch", "webhook"] as const)
     flux[signal] = await fluxSignalSamples(signal, count);
@@ -499,6 +507,7 @@ async function main(): Promise<void> {
     report(
       { poll: argo.poll, watch: argo.watch, webhook: argo.webhook },
       bursts,
+      gitBurstResult,
       { poll: flux.poll, watch: flux.watch, webhook: flux.webhook },
       fluxBursts,
       header,

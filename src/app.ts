@@ -43,18 +43,21 @@ export interface App {
   idle(): Promise<void>;
 }
 
+/** The whole key, and each line of its body: a log line may carry a part, or the key with escaped newlines. */
+function addPrivateKey(secrets: SecretRegistry, key: string): void {
+  secrets.add(key);
+  for (const line of key.split("\n")) {
+    if (!line.startsWith("-----")) secrets.add(line.trim());
+  }
+}
+
 /** Registers every secret of the configuration so that no log line or event can show it. */
 export function registerSecrets(config: AppConfig, secrets: SecretRegistry): void {
   for (const repository of config.repositories) {
     const auth = repository.auth;
     if (auth && "token" in auth) secrets.addBasicAuth(auth.username, auth.token);
-    if (auth && "ssh" in auth) {
-      // The whole key, and each line of its body: a log line may carry a part, or the key with escaped newlines.
-      secrets.add(auth.ssh.privateKey);
-      for (const line of auth.ssh.privateKey.split("\n")) {
-        if (!line.startsWith("-----")) secrets.add(line.trim());
-      }
-    }
+    if (auth && "ssh" in auth) addPrivateKey(secrets, auth.ssh.privateKey);
+    if (repository.signing) addPrivateKey(secrets, repository.signing.key);
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
   if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);
@@ -89,6 +92,7 @@ export function buildApp(deps: AppDependencies): App {
     cacheDir: config.git.cacheDir,
     author: config.git.author,
     pushAttempts: config.git.pushAttempts,
+    maxChangesPerCommit: config.git.maxChangesPerCommit,
     commandTimeoutMs: config.git.commandTimeout,
     baseEnv: childProcessEnvironment(),
     logger,

@@ -14,7 +14,9 @@ import {
 
 /** The configuration after validation, with secrets read from their env variables or files. */
 export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks" | "flux"> {
-  repositories: Array<Omit<RepositoryConfig, "auth"> & { auth?: RepositoryAuth }>;
+  repositories: Array<
+    Omit<RepositoryConfig, "auth" | "signing"> & { auth?: RepositoryAuth; signing?: CommitSigning }
+  >;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
   flux: {
     clusters: Array<Omit<FluxClusterConfig, "receiver"> & { receiver?: { url: string; hmacKey?: string } }>;
@@ -24,8 +26,15 @@ export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | 
 
 /** A repository's credentials, read: a token for HTTPS, or an SSH key with the host keys to trust. */
 export type RepositoryAuth =
-  | { username: string; token: string }
+  | { username: string; token: string; scheme: "basic" | "bearer" }
   | { ssh: { privateKey: string; knownHosts?: string; strictHostKeyChecking: boolean } };
+
+/** How a repository's commits are signed, with the key read. */
+export interface CommitSigning {
+  format: "ssh" | "openpgp";
+  /** An SSH private key file's text, or an armored OpenPGP secret key. */
+  key: string;
+}
 
 /** The user name sent with a token when `auth.username` is absent (GitHub's convention). */
 const DEFAULT_GIT_USERNAME = "x-access-token";
@@ -101,6 +110,18 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   const readSecret = secretReader(options, problems);
   const secretAt = (value: unknown, path: string) => (isSecretRef(value) ? readSecret(value, path) : "");
   list(raw["repositories"]).forEach((repo, i) => {
+    if (isRecord(repo["signing"])) {
+      const key = secretAt(repo["signing"]["key"], `repositories.${i}.signing.key`);
+      const expected =
+        repo["signing"]["format"] === "openpgp"
+          ? "-----BEGIN PGP PRIVATE KEY BLOCK-----"
+          : "PRIVATE KEY-----";
+      if (key && !key.includes(expected)) {
+        problems.push(
+          `repositories.${i}.signing.key: the secret is not ${repo["signing"]["format"] === "openpgp" ? "an armored OpenPGP secret key (gpg --armor --export-secret-keys)" : "an SSH private key file"}`,
+        );
+      }
+    }
     problems.push(...urlAuthProblems(repo, `repositories.${i}`));
     if (!isRecord(repo["auth"])) return;
     secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
@@ -153,8 +174,11 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   const silent = secretReader(options, []);
   return {
     ...parsed.data,
-    repositories: parsed.data.repositories.map((repo) => {
-      const { auth, ...rest } = repo;
+    repositories: parsed.data.repositories.map(({ signing, ...repo }) => {
+      const { auth, ...unsigned } = repo;
+      const rest = signing
+        ? { ...unsigned, signing: { format: signing.format, key: silent(signing.key, "") } }
+        : unsigned;
       if (auth?.ssh) {
         const { privateKey, knownHosts, strictHostKeyChecking } = auth.ssh;
         return {
@@ -171,7 +195,11 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
       if (auth?.token) {
         return {
           ...rest,
-          auth: { username: auth.username ?? DEFAULT_GIT_USERNAME, token: silent(auth.token, "") },
+          auth: {
+            username: auth.username ?? DEFAULT_GIT_USERNAME,
+            token: silent(auth.token, ""),
+            scheme: auth.scheme ?? "basic",
+          },
         };
       }
       return rest;

@@ -46,6 +46,11 @@ const repositoryAuthSchema = z
     /** HTTPS: the user name sent with the token; "x-access-token" when absent. */
     username: z.string().min(1).optional(),
     token: secretRefSchema.optional(),
+    /**
+     * HTTPS: how the token is sent: `basic` (HTTP Basic with username, what GitHub and GitLab take) or `bearer`
+     * (`Authorization: Bearer <token>`, e.g. Bitbucket and Azure DevOps access tokens).
+     */
+    scheme: z.enum(["basic", "bearer"], { error: 'auth.scheme is "basic" or "bearer"' }).optional(),
     ssh: sshAuthSchema.optional(),
   })
   .superRefine((auth, context) => {
@@ -58,6 +63,20 @@ const repositoryAuthSchema = z
       context.addIssue({
         code: "custom",
         message: "give token (https:// URLs) or ssh (ssh:// and git@host:path URLs)",
+      });
+    }
+    if (auth.ssh && auth.scheme) {
+      context.addIssue({
+        code: "custom",
+        message: "auth.scheme is for tokens over https://; remove it with ssh",
+        path: ["scheme"],
+      });
+    }
+    if (auth.scheme === "bearer" && auth.username) {
+      context.addIssue({
+        code: "custom",
+        message: "a bearer token is sent without a user name; remove auth.username",
+        path: ["username"],
       });
     }
     if (auth.ssh && auth.username) {
@@ -87,6 +106,16 @@ const repositorySchema = z.strictObject({
     ),
   branch: z.string().min(1).default("main"),
   auth: repositoryAuthSchema.optional(),
+  /**
+   * Signs every commit: `ssh` with an SSH private key (git's `gpg.format ssh`), `openpgp` with an armored OpenPGP
+   * secret key (gpg). Keys without a passphrase.
+   */
+  signing: z
+    .strictObject({
+      format: z.enum(["ssh", "openpgp"], { error: 'signing.format is "ssh" or "openpgp"' }),
+      key: secretRefSchema,
+    })
+    .optional(),
 });
 
 const argoCdServerSchema = z.strictObject({
@@ -267,6 +296,8 @@ const targetSchema = z.strictObject({
   deploy: deploySchema,
   /** From deployment.triggered received to deployment.finished sent. */
   timeout: durationSchema.default(600_000),
+  /** Fetch, edit and report the diff in deployment.finished, but commit and push nothing; `git.dryRun` when absent. */
+  dryRun: z.boolean({ error: "dryRun is true or false" }).optional(),
   /** `deploymentURIsLocal` / `deploymentURIsPublic` templates; the triggered event's URIs are used when absent. */
   uris: z
     .strictObject({ local: z.array(z.string()).optional(), public: z.array(z.string()).optional() })
@@ -298,6 +329,13 @@ export const fileConfigSchema = z.strictObject({
         .default({ name: "Keptn GitOps Service", email: "keptn-gitops@localhost" }),
       /** Push attempts when the branch moved under us (fetch, re-apply, push again). */
       pushAttempts: z.number().int().min(1).max(20).default(5),
+      /**
+       * Most changes for one repository and branch that go into one commit and one push: the changes that queue
+       * up while a commit is made are grouped. 1 commits each change alone.
+       */
+      maxChangesPerCommit: z.number().int().min(1).max(1000).default(50),
+      /** Every target: fetch, edit and report the diff, but commit and push nothing (`targets[].dryRun` per target). */
+      dryRun: z.boolean({ error: "git.dryRun is true or false" }).default(false),
       /** Timeout of one git command. */
       commandTimeout: durationSchema.default(60_000),
       /**
@@ -322,6 +360,8 @@ export const fileConfigSchema = z.strictObject({
       cacheDir: "/tmp/keptn-gitops/repos",
       author: { name: "Keptn GitOps Service", email: "keptn-gitops@localhost" },
       pushAttempts: 5,
+      maxChangesPerCommit: 50,
+      dryRun: false,
       commandTimeout: 60_000,
     }),
   repositories: z

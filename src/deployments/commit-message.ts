@@ -66,3 +66,33 @@ export function deploymentCommitMessage(
     "",
   ].join("\n");
 }
+
+/**
+ * The message of one commit holding several deployments, made from the message of each (`deploymentCommitMessage`):
+ * a subject that counts them, each message without its trailers as an item (subject after `* `, the rest indented),
+ * then the trailers of all of them in order, one `Keptn-Context` / `Keptn-Triggered-Id` pair per deployment.
+ */
+export function groupCommitMessage(messages: string[]): string {
+  const parts = messages.map((message) => {
+    const text = message.trimEnd();
+    const split = text.lastIndexOf("\n\n");
+    return split < 0
+      ? { body: text, trailers: "" }
+      : { body: text.slice(0, split), trailers: text.slice(split + 2) };
+  });
+  const items = parts.map(({ body }) => {
+    const [subject = "", ...rest] = body.split("\n");
+    return [`* ${subject}`, ...rest.map((line) => (line ? `  ${line}` : ""))].join("\n");
+  });
+  return [
+    `Deploy ${messages.length} changes from Keptn`,
+    "",
+    items.join("\n\n"),
+    "",
+    parts
+      .map(({ trailers }) => trailers)
+      .filter(Boolean)
+      .join("\n"),
+    "",
+  ].join("\n");
+}

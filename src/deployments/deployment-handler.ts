@@ -14,7 +14,7 @@ import { renderTemplate } from "../gitops-repo/repo-path.js";
 import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../shared/errors.js";
 import { formatDuration } from "../shared/duration.js";
 import { watcherKey, type SyncWatcher } from "../sync/sync-watcher.js";
-import { deploymentCommitMessage } from "./commit-message.js";
+import { deploymentCommitMessage, groupCommitMessage } from "./commit-message.js";
 import type { Target, TargetResolver } from "./targets.js";
 
 export interface DeploymentHandlerOptions {
@@ -94,10 +94,13 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
       edit: (text) => editFile(text, target.file, target.change, input),
       message: (changes) =>
         deploymentCommitMessage(event, deploying, target.file, changes, this.options.commitMessage),
+      groupMessage: groupCommitMessage,
+      ...(target.dryRun ? { dryRun: true } : {}),
       signal,
     });
     const gitCommit = change.commit;
     progress({ gitCommit });
+    if (target.dryRun) return dryRunFinish(target, deploying, change.changes, change.diff ?? "", gitCommit);
     const wrote = change.committed
       ? `Committed ${change.changes.join(", ")} in ${target.file} as ${short(gitCommit)}`
       : `${target.file} already holds ${deploying}; deploying the current head ${short(gitCommit)}`;
@@ -142,6 +145,25 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
       return undefined;
     }
   }
+}
+
+/**
+ * The answer to a dry run: pass, the head the change was made on, and the diff it would have committed. Nothing was
+ * committed or pushed, and the GitOps tool was not asked for anything.
+ */
+function dryRunFinish(
+  target: Target,
+  deploying: string,
+  changes: string[],
+  diff: string,
+  head: string,
+): TaskFinish {
+  const where = `${target.file} on branch ${target.repository.branch} of repository ${target.repository.name}`;
+  const message =
+    changes.length === 0
+      ? `Dry run: ${where} already holds ${deploying} at ${short(head)}; a deployment would commit nothing. Nothing was committed or pushed.`
+      : `Dry run: would commit ${changes.join(", ")} in ${where} on top of ${short(head)}. Nothing was committed or pushed, and ${target.deploy.application} was not synced.\n\n${diff.trimEnd()}`;
+  return { status: "succeeded", result: "pass", message, taskData: { gitCommit: head } };
 }
 
 /**

@@ -29,6 +29,8 @@ export interface Target {
   };
   timeoutMs: number;
   uris?: { local?: string[]; public?: string[] };
+  /** Edit and report the diff, commit nothing (`targets[].dryRun`, else `git.dryRun`). */
+  dryRun?: boolean;
 }
 
 function globToRegExp(pattern: string): RegExp {
@@ -97,6 +99,7 @@ export class TargetResolver {
             },
       timeoutMs: target.timeout,
       ...(target.uris ? { uris: target.uris } : {}),
+      ...((target.dryRun ?? this.config.git.dryRun) ? { dryRun: true } : {}),
     };
   }
 }

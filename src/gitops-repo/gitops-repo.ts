@@ -6,12 +6,16 @@ export interface RepositoryRef {
   url: string;
   branch: string;
   auth?: TokenAuth | SshAuth;
+  /** Every commit is signed with this key. */
+  signing?: { format: "ssh" | "openpgp"; key: string };
 }
 
-/** HTTPS: a token, sent as `Authorization: Basic base64(username:token)`. */
+/** HTTPS: a token, sent as `Authorization: Basic base64(username:token)`, or as `Bearer <token>`. */
 export interface TokenAuth {
   username: string;
   token: string;
+  /** Default `basic`. */
+  scheme?: "basic" | "bearer";
 }
 
 /** SSH (`ssh://` and `git@host:path` URLs): a private key, and the host keys to trust. */
@@ -33,6 +37,13 @@ export interface ChangeRequest {
   edit(text: string): EditResult;
   /** The commit message for the changes the edit made. */
   message(changes: string[]): string;
+  /**
+   * The message of one commit holding this change and others queued for the same repository and branch, made from
+   * their own messages (in order). Without it the change is committed alone.
+   */
+  groupMessage?(messages: string[]): string;
+  /** Fetch, edit and diff, but commit and push nothing: the outcome carries the diff. */
+  dryRun?: boolean;
   signal?: AbortSignal;
 }
 
@@ -42,11 +53,16 @@ export interface ChangeOutcome {
   /** False when the file already held the requested value and nothing was committed. */
   committed: boolean;
   changes: string[];
+  /** Dry run only: the unified diff (`git diff`) the edit made to the file; "" when it changed nothing. */
+  diff?: string;
 }
 
 /** The git side of a deployment: the repository is the deployment contract. */
 export interface GitopsRepo {
-  /** Applies the change on the branch head, commits and pushes; a push race re-applies it on the new head. */
+  /**
+   * Applies the change on the branch head, commits and pushes; a push race re-applies it on the new head. Changes
+   * that queue up for the same repository and branch while a commit is made go into the next commit together.
+   */
   applyChange(request: ChangeRequest): Promise<ChangeOutcome>;
   /** True when `revision` is `commit` or a descendant of it, so that deploying `revision` deploys `commit`. */
   includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean>;

@@ -5,10 +5,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { simpleGit, type SimpleGit } from "simple-git";
 import { RetryableError, TerminalError, errorMessage } from "../shared/errors.js";
 import { KeyedMutex } from "../shared/keyed-mutex.js";
+import { SigningKeys } from "./commit-signing.js";
 import type { Logger } from "../shared/logger.js";
 import { backoffDelay, withRetry, type RetryPolicy } from "../shared/retry.js";
 import type { SecretRegistry } from "../shared/secrets.js";
 import type { ChangeOutcome, ChangeRequest, GitopsRepo, RepositoryRef, SshAuth } from "./gitops-repo.js";
+import type { EditResult } from "./editors/editors.js";
 import { resolveInsideRepo } from "./repo-path.js";
 
 export interface SimpleGitGitopsRepoOptions {
@@ -16,6 +18,8 @@ export interface SimpleGitGitopsRepoOptions {
   author: { name: string; email: string };
   /** Push attempts when the branch moved between fetch and push. */
   pushAttempts: number;
+  /** Most changes queued for one repository and branch that go into one commit; 1 commits each alone. Default 50. */
+  maxChangesPerCommit?: number;
   commandTimeoutMs: number;
   /** PATH, locale and the like for the git processes (see config/process-env.ts). */
   baseEnv: Record<string, string>;
@@ -28,11 +32,13 @@ export interface SimpleGitGitopsRepoOptions {
 /** Network trouble: fetch and clone are retried this way before the deployment gives up. */
 const NETWORK_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 500, maxDelayMs: 5_000 };
 const PUSH_RACE_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 100, maxDelayMs: 2_000 };
+const DEFAULT_MAX_CHANGES_PER_COMMIT = 50;
 
-type GitFailure = "auth" | "host-key" | "not-found" | "push-race" | "other";
+type GitFailure =
+  "auth" | "host-key" | "not-found" | "protected-branch" | "hook-declined" | "push-race" | "other";
 
 /** Reads git's stderr: what went wrong decides whether to retry, re-apply, or answer at once. */
-function classify(message: string): GitFailure {
+export function classifyGitFailure(message: string): GitFailure {
   // OpenSSH: "No ED25519 host key is known for ...", "REMOTE HOST IDENTIFICATION HAS CHANGED!", then this line.
   if (/Host key verification failed/i.test(message)) return "host-key";
   if (
@@ -47,6 +53,13 @@ function classify(message: string): GitFailure {
     )
   )
     return "not-found";
+  // GitLab: "remote: GitLab: You are not allowed to push code to protected branches on this project." GitHub:
+  // "remote: error: GH006: Protected branch update failed", "GH013: Repository rule violations found". Both then
+  // print "[remote rejected] ... (pre-receive hook declined)" or "(protected branch hook declined)": not a race.
+  if (/not allowed to push code to protected branches|protected branch|GH006|GH013/i.test(message))
+    return "protected-branch";
+  // A server hook said no ("(pre-receive hook declined)", "(hook declined)"): pushing again changes nothing.
+  if (/hook declined/i.test(message)) return "hook-declined";
   if (
     /\[rejected\]|non-fast-forward|fetch first|Updates were rejected|cannot lock ref|failed to update ref|stale info|\[remote rejected\]/i.test(
       message,
@@ -54,6 +67,15 @@ function classify(message: string): GitFailure {
   )
     return "push-race";
   return "other";
+}
+
+/** What the server said through git ("remote: ..." lines, e.g. a hook's reason), or else git's own error lines. */
+function remoteSaid(message: string): string {
+  const lines = message
+    .split("\n")
+    .map((l) => /^remote:\s*(.*)$/.exec(l.trim())?.[1]?.trim() ?? "")
+    .filter(Boolean);
+  return lines.length > 0 ? lines.join(" ") : gitSaid(message);
 }
 
 /** What git said that matters: its fatal/error lines, without progress lines that name local paths. */
@@ -83,9 +105,10 @@ const ANCESTRY_MEMORY = 10_000;
 
 /**
  * The GitOps repository through the real `git` CLI (simple-git). One clone per repository and branch lives in the
- * cache directory and is reused: fetch + hard reset before each change. Credentials reach git only through the
- * environment of each git process (`GIT_CONFIG_*` → `http.<url>.extraHeader`), so they are never written to
- * `.git/config`, a command line, or a remote URL.
+ * cache directory and is reused: fetch + hard reset before each commit. The changes that queue up for a repository
+ * and branch while a commit is made go into the next commit together (readme.md, "Bursts"). Credentials reach git
+ * only through the environment of each git process (`GIT_CONFIG_*` → `http.<url>.extraHeader`), so they are never
+ * written to `.git/config`, a command line, or a remote URL.
  */
 export class SimpleGitGitopsRepo implements GitopsRepo {
   private readonly mutex = new KeyedMutex();
@@ -94,10 +117,17 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
    * every poll and stream frame, which would otherwise run git under the repository's lock each time.
    */
   private readonly ancestry = new Map<string, boolean>();
+  /** Changes waiting for their repository and branch, by `key()`: the next turn of the lock commits them together. */
+  private readonly queues = new Map<string, Queued[]>();
   /** The `GIT_SSH_COMMAND` of each SSH repository, by name: its key files are written once, on first use. */
   private readonly sshCommands = new Map<string, Promise<string>>();
 
-  constructor(private readonly options: SimpleGitGitopsRepoOptions) {}
+  /** The signing keys of the repositories that sign their commits; written once, on first use. */
+  private readonly signingKeys: SigningKeys;
+
+  constructor(private readonly options: SimpleGitGitopsRepoOptions) {
+    this.signingKeys = new SigningKeys(join(options.cacheDir, ".signing"), options.baseEnv);
+  }
 
   /** Removes the key files of the SSH repositories. Git operations after this write them again. */
   async close(): Promise<void> {
@@ -109,49 +139,111 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       await rm(join(this.sshRoot(), name), { recursive: true, force: true });
     }
     await rmdir(this.sshRoot()).catch(() => undefined); // only when empty
+    await this.signingKeys.close();
   }
 
   async applyChange(request: ChangeRequest): Promise<ChangeOutcome> {
-    const { repository } = request;
-    return this.mutex.run(this.key(repository), async () => {
-      const dir = await this.ensureClone(repository, request.signal);
-      const git = await this.git(repository, dir, request.signal);
+    const key = this.key(request.repository);
+    if (request.dryRun) return this.mutex.run(key, () => this.preview(request));
+    const queued = new Promise<ChangeOutcome>((resolve, reject) => {
+      const queue = this.queues.get(key) ?? [];
+      queue.push({ request, resolve, reject });
+      this.queues.set(key, queue);
+    });
+    // One turn of the repository's lock per change. The turn takes every change queued by then (up to the
+    // limit) into one commit, so this change may be committed by an earlier turn, and this turn finds nothing.
+    // The change's answer comes from the turn that takes it; commitGroup answers every change it took.
+    void this.mutex.run(key, async () => {
+      const group = this.takeGroup(key);
+      if (group.length > 0) await this.commitGroup(group);
+    });
+    return queued;
+  }
+
+  /**
+   * The changes at the head of the queue that go into one commit: the first, and the ones after it that can be
+   * described together (`groupMessage`), up to `maxChangesPerCommit`. A change whose deployment was cancelled
+   * while it waited is answered here and left out.
+   */
+  private takeGroup(key: string): Queued[] {
+    const queue = this.queues.get(key) ?? [];
+    const limit = this.options.maxChangesPerCommit ?? DEFAULT_MAX_CHANGES_PER_COMMIT;
+    const group: Queued[] = [];
+    while (queue.length > 0 && group.length < limit) {
+      const next = queue[0]!;
+      if (group.length > 0 && !(next.request.groupMessage && group[0]!.request.groupMessage)) break;
+      queue.shift();
+      if (next.request.signal?.aborted) next.reject(next.request.signal.reason);
+      else group.push(next);
+    }
+    if (queue.length === 0) this.queues.delete(key);
+    return group;
+  }
+
+  /**
+   * Applies the changes of a group in order on the branch head, commits what changed in one commit and pushes
+   * it. A change that cannot be applied (missing file, YAML that does not parse, a key that is not there) fails
+   * alone; the others go on. A push race fetches and applies the whole group again on the new head. Every change
+   * that is still in the group then gets the one commit; git errors fail the whole group.
+   */
+  private async commitGroup(members: Queued[]): Promise<void> {
+    const { repository } = members[0]!.request;
+    let group = members;
+    try {
+      const signal = whenAllAborted(group.map((m) => m.request.signal));
+      const dir = await this.ensureClone(repository, signal);
+      const git = await this.git(repository, dir, signal);
       for (let attempt = 1; ; attempt++) {
-        await this.syncToRemote(git, repository, request.signal);
+        await this.syncToRemote(git, repository, signal);
         const head = (await git.revparse(["HEAD"])).trim();
-        const path = await resolveInsideRepo(dir, request.file);
-        const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
-          if (error.code === "ENOENT" || error.code === "EISDIR") {
-            throw new TerminalError(
-              `${request.file} does not exist on branch ${repository.branch} of ${displayUrl(repository.url)}; create it or fix the target's file template`,
+        const applied: Array<{ member: Queued; changes: string[] }> = [];
+        for (const member of group) {
+          if (member.request.signal?.aborted) {
+            member.reject(member.request.signal.reason);
+            continue;
+          }
+          try {
+            applied.push({ member, changes: (await this.edit(dir, member.request)).changes });
+          } catch (error) {
+            member.reject(error);
+          }
+        }
+        group = applied.map((a) => a.member);
+        const changed = applied.filter((a) => a.changes.length > 0);
+        if (changed.length === 0) {
+          if (applied.length > 0) {
+            this.options.logger.info(
+              { repository: repository.name, commit: head, files: unique(group.map((m) => m.request.file)) },
+              "file already holds the requested value; nothing to commit",
             );
           }
-          throw error;
-        });
-        const edited = request.edit(text);
-        if (edited.changes.length === 0) {
-          this.options.logger.info(
-            { repository: repository.name, commit: head, file: request.file },
-            "file already holds the requested value; nothing to commit",
-          );
-          return { commit: head, committed: false, changes: [] };
+          for (const member of group) member.resolve({ commit: head, committed: false, changes: [] });
+          return;
         }
-        await writeFile(path, edited.text);
-        await git.raw(["add", "--verbose", "--", request.file]);
-        await git.commit(request.message(edited.changes), undefined, { "--no-verify": null });
+        const files = unique(changed.map((a) => a.member.request.file));
+        await git.raw(["add", "--verbose", "--", ...files]);
+        const messages = changed.map((a) => a.member.request.message(a.changes));
+        const message =
+          messages.length === 1 ? messages[0]! : changed[0]!.member.request.groupMessage!(messages);
+        await git.commit(message, undefined, { "--no-verify": null });
         const commit = (await git.revparse(["HEAD"])).trim();
         try {
           await this.run(
             repository,
             "push",
             () => git.push("origin", `HEAD:refs/heads/${repository.branch}`),
-            request.signal,
+            signal,
           );
           this.options.logger.info(
-            { repository: repository.name, commit, file: request.file, attempt },
+            { repository: repository.name, commit, files, changes: changed.length, attempt },
             "pushed commit",
           );
-          return { commit, committed: true, changes: edited.changes };
+          // A change that found its value already there (set by the head, or by an earlier change of the group)
+          // is deployed by the same commit.
+          for (const { member, changes } of applied) {
+            member.resolve({ commit, committed: changes.length > 0, changes });
+          }
+          return;
         } catch (error) {
           if (!(error instanceof PushRaceError)) throw error;
           if (attempt >= this.options.pushAttempts) {
@@ -161,13 +253,50 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
             );
           }
           this.options.logger.info(
-            { repository: repository.name, attempt },
+            { repository: repository.name, attempt, changes: changed.length },
             "push rejected because the branch moved; re-applying on the new head",
           );
-          await sleep(backoffDelay(PUSH_RACE_BACKOFF, attempt), undefined, { signal: request.signal });
+          await sleep(backoffDelay(PUSH_RACE_BACKOFF, attempt), undefined, { signal });
         }
       }
+    } catch (error) {
+      for (const member of group) member.reject(error);
+    }
+  }
+
+  /** A dry run: fetch, edit and diff against the head, then put the file back. Nothing is committed. */
+  private async preview(request: ChangeRequest): Promise<ChangeOutcome> {
+    const { repository, signal } = request;
+    const dir = await this.ensureClone(repository, signal);
+    const git = await this.git(repository, dir, signal);
+    await this.syncToRemote(git, repository, signal);
+    const head = (await git.revparse(["HEAD"])).trim();
+    const { changes } = await this.edit(dir, request);
+    if (changes.length === 0) return { commit: head, committed: false, changes, diff: "" };
+    const diff = await git.raw(["diff", "--no-color", "--no-ext-diff", "--", request.file]);
+    await git.reset(["--hard", "HEAD"]);
+    this.options.logger.info(
+      { repository: repository.name, commit: head, file: request.file },
+      "dry run: the change was made and diffed, not committed",
+    );
+    return { commit: head, committed: false, changes, diff };
+  }
+
+  /** Reads the file of a change from the clone, edits it, and writes it back when the edit changed something. */
+  private async edit(dir: string, request: ChangeRequest): Promise<EditResult> {
+    const { repository } = request;
+    const path = await resolveInsideRepo(dir, request.file);
+    const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT" || error.code === "EISDIR") {
+        throw new TerminalError(
+          `${request.file} does not exist on branch ${repository.branch} of ${displayUrl(repository.url)}; create it or fix the target's file template`,
+        );
+      }
+      throw error;
     });
+    const edited = request.edit(text);
+    if (edited.changes.length > 0) await writeFile(path, edited.text);
+    return edited;
   }
 
   async includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean> {
@@ -265,7 +394,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
           const message = this.options.secrets.redact(errorMessage(error));
           const url = displayUrl(repository.url);
           const ssh = repository.auth && "ssh" in repository.auth;
-          switch (classify(message)) {
+          switch (classifyGitFailure(message)) {
             case "auth":
               throw new TerminalError(
                 ssh
@@ -279,6 +408,14 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
             case "not-found":
               throw new TerminalError(
                 `git ${what} of ${url} failed: the repository or branch ${repository.branch} does not exist; check repository "${repository.name}"`,
+              );
+            case "protected-branch":
+              throw new TerminalError(
+                `git ${what} to ${url} was refused: branch ${repository.branch} is protected (the server said: ${remoteSaid(message)}); let the service's user push to it, or deploy through pull requests`,
+              );
+            case "hook-declined":
+              throw new TerminalError(
+                `git ${what} to ${url} was refused by a hook on the server, which said: ${remoteSaid(message)}`,
               );
             case "push-race":
               throw new PushRaceError(message);
@@ -300,8 +437,11 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     ];
     const auth = repository.auth;
     if (auth && "token" in auth) {
-      const basic = Buffer.from(`${auth.username}:${auth.token}`).toString("base64");
-      config.push([`http.${repository.url}.extraHeader`, `Authorization: Basic ${basic}`]);
+      const header =
+        auth.scheme === "bearer"
+          ? `Bearer ${auth.token}`
+          : `Basic ${Buffer.from(`${auth.username}:${auth.token}`).toString("base64")}`;
+      config.push([`http.${repository.url}.extraHeader`, `Authorization: ${header}`]);
     }
     const env: Record<string, string> = {
       ...this.options.baseEnv,
@@ -311,6 +451,12 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       GIT_CONFIG_COUNT: String(config.length),
     };
     if (auth && "ssh" in auth) env["GIT_SSH_COMMAND"] = await this.sshCommand(repository.name, auth);
+    if (repository.signing) {
+      const signing = await this.signingKeys.setupFor(repository.name, repository.signing);
+      config.push(...signing.config);
+      Object.assign(env, signing.env);
+      env["GIT_CONFIG_COUNT"] = String(config.length);
+    }
     config.forEach(([key, value], i) => {
       env[`GIT_CONFIG_KEY_${i}`] = key;
       env[`GIT_CONFIG_VALUE_${i}`] = value;
@@ -388,6 +534,32 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
 /** Git runs GIT_SSH_COMMAND through the shell. */
 function shellQuote(value: string): string {
   return `'${value.replaceAll("'", "'\\''")}'`;
+}
+
+/** A change waiting in the queue of its repository, with the settling of its `applyChange` promise. */
+interface Queued {
+  request: ChangeRequest;
+  resolve(outcome: ChangeOutcome): void;
+  reject(error: unknown): void;
+}
+
+const unique = (values: string[]) => [...new Set(values)];
+
+/**
+ * Aborts when every one of `signals` has: a group's git commands go on while one deployment of the group still
+ * waits for them. Undefined (never aborts) when one of them cannot be cancelled.
+ */
+function whenAllAborted(signals: Array<AbortSignal | undefined>): AbortSignal | undefined {
+  const all = signals.filter((s): s is AbortSignal => s !== undefined);
+  if (all.length < signals.length || all.length === 0) return undefined;
+  if (all.length === 1) return all[0];
+  const controller = new AbortController();
+  const check = () => {
+    if (!controller.signal.aborted && all.every((s) => s.aborted)) controller.abort(all[0]!.reason);
+  };
+  for (const s of all) s.addEventListener("abort", check, { once: true });
+  check();
+  return controller.signal;
 }
 
 class PushRaceError extends Error {

@@ -13,12 +13,18 @@ import {
   type ArgoCdBackend,
   type ArgoCdBackendFactory,
   type GitopsSetup,
+  type LabApplication,
   type SimulatorTimings,
 } from "./argocd-backend.js";
 import type { ArgoCdSimulator } from "../simulators/argocd/argocd-simulator.js";
 import type { FluxSimulator } from "../simulators/flux/flux-simulator.js";
 import { GitHttpServer } from "../support/git-http-server.js";
-import { createGitopsFixture, defaultGitopsFiles, type GitopsFixture } from "../support/gitops-fixture.js";
+import {
+  burstServices,
+  createGitopsFixture,
+  defaultGitopsFiles,
+  type GitopsFixture,
+} from "../support/gitops-fixture.js";
 import { NatsServerProcess } from "../support/nats-server.js";
 import { subscribeCollector, type EventCollector } from "../support/wait.js";
 
@@ -86,6 +92,23 @@ export interface DeploymentWorldOptions {
   webhooks?: { fluxHmacKey: string; argocdToken: string; fluxToken?: string };
   /** Also a Flux cluster: the service then deploys project `podtato` through Flux (see `fluxFiles`). */
   flux?: FluxBackendFactory;
+  /** More files in the seed commit (e.g. `burstGitopsFiles`), on top of the default ones. */
+  extraFiles?: Record<string, string>;
+  /** The service's `git.maxChangesPerCommit`; default the service's own (50). */
+  maxChangesPerCommit?: number;
+  /** The service's `git.dryRun`; default false. Project `sockshop-dryrun` is a dry run either way. */
+  dryRun?: boolean;
+}
+
+/** `<service>-dev` for each of `burstServices(count)`: chart `charts/<service>` with `values-dev.yaml`, automated. */
+export function burstApplications(count: number): LabApplication[] {
+  return burstServices(count).map((service) => ({
+    name: `${service}-dev`,
+    path: `charts/${service}`,
+    automated: true,
+    valueFiles: ["values-dev.yaml"],
+    namespace: "sockshop-dev",
+  }));
 }
 
 /** The part of a Flux object the scenarios look at, as the API server has it. */
@@ -223,6 +246,8 @@ interface ServiceConfigValues {
   pollIntervalMs: number;
   logLevel: string;
   slowTimeout: string;
+  maxChangesPerCommit: number | undefined;
+  dryRun: boolean;
 }
 
 function serviceConfig({
@@ -237,6 +262,8 @@ function serviceConfig({
   pollIntervalMs,
   logLevel,
   slowTimeout,
+  maxChangesPerCommit,
+  dryRun,
 }: ServiceConfigValues): string {
   return `
 integration: { name: gitops-service }
@@ -245,15 +272,15 @@ log: { level: ${logLevel} }
 git:
   cacheDir: ${cacheDir}
   pushAttempts: 5
-${
-  webhooks
-    ? `webhooks:
+${maxChangesPerCommit === undefined ? "" : `  maxChangesPerCommit: ${maxChangesPerCommit}\n`}${dryRun ? "  dryRun: true\n" : ""}${
+    webhooks
+      ? `webhooks:
   maxBodyBytes: 4096
   flux: { hmacKey: { fromEnv: TEST_FLUX_HMAC_KEY }, token: { fromEnv: TEST_FLUX_WEBHOOK_TOKEN } }
   argocd: { token: { fromEnv: TEST_ARGOCD_WEBHOOK_TOKEN } }
 `
-    : ""
-}repositories:
+      : ""
+  }repositories:
   - name: gitops
     url: ${repoUrl}
     branch: main
@@ -335,6 +362,12 @@ ${
     change: { kind: helm-values, tag: image.tag }
     deploy: { tool: argocd, server: lab }
     timeout: ${slowTimeout}
+  - match: { project: sockshop-dryrun }
+    repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+    dryRun: true
   - match: { project: locked }
     repository: gitops-wrong-token
     file: "charts/{service}/values-{stage}.yaml"
@@ -374,6 +407,7 @@ export class DeploymentWorld {
     const fixture = await createGitopsFixture({
       ...defaultGitopsFiles,
       ...(options.flux ? fluxFiles : {}),
+      ...options.extraFiles,
     });
     const gitServer = await GitHttpServer.start({
       projectRoot: join(fixture.root, "repos"),
@@ -418,6 +452,8 @@ export class DeploymentWorld {
         pollIntervalMs: this.options.servicePollIntervalMs ?? 50,
         logLevel: this.options.logLevel ?? "debug",
         slowTimeout: this.options.slowTimeout ?? "2s",
+        maxChangesPerCommit: this.options.maxChangesPerCommit,
+        dryRun: this.options.dryRun ?? false,
       }),
       source: "test config",
       env: {

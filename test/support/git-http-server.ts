@@ -10,7 +10,10 @@ import { promisify } from "node:util";
 export interface GitHttpServerOptions {
   /** Directory holding the bare repositories; `<url>/<name>` serves `<projectRoot>/<name>`. */
   projectRoot: string;
-  /** When set, every request needs HTTP Basic auth with this password, else it gets 401. */
+  /**
+   * When set, every request needs this token, else it gets 401: as the password of HTTP Basic auth, or as
+   * `Authorization: Bearer <token>` (how Bitbucket and Azure DevOps take access tokens).
+   */
   token?: string;
   /**
    * When set (and `token` is set), the Basic auth user name must be this too. When not set any user name is
@@ -110,7 +113,7 @@ export class GitHttpServer {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.hits++;
     const url = new URL(req.url ?? "/", this.url);
-    const credentials = parseBasicAuth(req.headers.authorization);
+    const credentials = parseAuthorization(req.headers.authorization);
     const authorized = this.isAuthorized(credentials);
     const record: GitHttpRequestRecord = {
       method: req.method ?? "GET",
@@ -157,7 +160,9 @@ export class GitHttpServer {
     if (credentials === undefined) return false;
     const passwordOk = constantTimeEqual(credentials.password, token);
     const expectedUser = this.options.username;
-    const userOk = expectedUser === undefined || constantTimeEqual(credentials.user, expectedUser);
+    const userOk =
+      expectedUser === undefined ||
+      (credentials.user !== undefined && constantTimeEqual(credentials.user, expectedUser));
     return passwordOk && userOk;
   }
 
@@ -251,11 +256,14 @@ export class GitHttpServer {
 }
 
 interface BasicCredentials {
-  user: string;
+  /** Undefined for a bearer token. */
+  user: string | undefined;
   password: string;
 }
 
-function parseBasicAuth(header: string | undefined): BasicCredentials | undefined {
+function parseAuthorization(header: string | undefined): BasicCredentials | undefined {
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  if (bearer?.[1] !== undefined) return { user: undefined, password: bearer[1] };
   const match = /^Basic\s+(\S+)\s*$/i.exec(header ?? "");
   if (match?.[1] === undefined) return undefined;
   const decoded = Buffer.from(match[1], "base64").toString("utf8");

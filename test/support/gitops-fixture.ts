@@ -187,6 +187,29 @@ export const defaultGitopsFiles: Readonly<Record<string, string>> = {
   "manifests/production/orders/deployment.yaml": ordersProductionManifests,
 };
 
+/** `svc-01` .. : the services of the burst scenarios (test/e2e/bursts.spec.ts, bench/burst-bench.ts). */
+export function burstServices(count: number): string[] {
+  const width = String(count).length;
+  return Array.from({ length: count }, (_, i) => `svc-${String(i + 1).padStart(Math.max(2, width), "0")}`);
+}
+
+/**
+ * A chart per service of `burstServices(count)` with its dev values (project `sockshop`, stage `dev`, image
+ * `docker.io/keptnexamples/<service>:1.0.0`), for Argo CD applications `<service>-dev` (`burstApplications`).
+ */
+export function burstGitopsFiles(count: number): Record<string, string> {
+  return Object.fromEntries(
+    burstServices(count).flatMap((service) => [
+      [`charts/${service}/Chart.yaml`, chart(service)],
+      [`charts/${service}/templates/deployment.yaml`, chartDeployment],
+      [
+        `charts/${service}/values-dev.yaml`,
+        `# Values for ${service} in dev\nreplicaCount: 1\nimage:\n  repository: docker.io/keptnexamples/${service}\n  tag: "1.0.0" # bumped by Keptn\n  pullPolicy: IfNotPresent\n`,
+      ],
+    ]),
+  );
+}
+
 const paymentsValues = (stage: string, postSyncCheck: boolean) => `# Values for payments in ${stage}
 replicaCount: 1
 image:

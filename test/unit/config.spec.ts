@@ -43,7 +43,7 @@ describe("configuration", () => {
     expect(config.nats.url).to.equal("nats://nats.keptn:4222");
     expect(config.repositories[0]).to.deep.include({
       branch: "main",
-      auth: { username: "x-access-token", token: "git-secret-token" },
+      auth: { username: "x-access-token", token: "git-secret-token", scheme: "basic" },
     });
     expect(config.argocd.servers[0]?.token).to.equal("argo-secret-token");
     expect(config.targets[0]?.timeout).to.equal(300_000);
