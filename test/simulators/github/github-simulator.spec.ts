@@ -1,3 +1,5 @@
+import { generateKeyPairSync, sign } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { Octokit } from "@octokit/rest";
 import { expect } from "chai";
 import { commitToBare, createGitopsFixture, git, gitLog, readFileAt } from "../../support/gitops-fixture.js";
@@ -367,5 +369,117 @@ describe("GitHubSimulator", function () {
     const { data } = await enterprise.rest.pulls.list({ owner: OWNER, repo: REPO, state: "all" });
     expect(data.map((p) => p.number)).to.deep.equal([1]);
     expect(sim.requests.at(-1)?.path).to.equal(`/repos/${OWNER}/${REPO}/pulls`);
+  });
+});
+
+describe("GitHubSimulator as GitHub App auth", function () {
+  this.timeout(15000);
+
+  const APP_ID = 4242;
+  const INSTALLATION = 777;
+  const appKeys = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const otherKeys = generateKeyPairSync("rsa", { modulusLength: 2048 });
+
+  let fixture: GitopsFixture;
+  let sim: GitHubSimulator;
+  /** the simulator's clock, in ms; tests move it */
+  let clock: number;
+
+  beforeEach(async () => {
+    fixture = await createGitopsFixture();
+    clock = Date.UTC(2026, 10, 27, 12, 0, 0);
+    sim = new GitHubSimulator({
+      token: TOKEN,
+      repositories: [{ owner: OWNER, repo: REPO, gitDir: fixture.bareDir }],
+      apps: [
+        {
+          id: APP_ID,
+          clientId: "Iv23liSimulatorApp",
+          publicKey: appKeys.publicKey,
+          installationIds: [INSTALLATION],
+        },
+      ],
+      installationTokenLifetimeSeconds: 600,
+      now: () => clock,
+    });
+    await sim.start();
+  });
+
+  afterEach(async () => {
+    await sim.stop();
+    expect(sim.errors, "internal simulator errors").to.deep.equal([]);
+    await fixture.remove();
+  });
+
+  /** A JWT as GitHub documents it, with claims relative to the simulator's clock (seconds). */
+  function jwt(
+    claims: { iat?: unknown; exp?: unknown; iss?: unknown } = {},
+    key: KeyObject = appKeys.privateKey,
+  ) {
+    const now = Math.floor(clock / 1000);
+    const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const body = `${encode({ alg: "RS256", typ: "JWT" })}.${encode({ iat: now - 60, exp: now + 540, iss: APP_ID, ...claims })}`;
+    return `${body}.${sign("RSA-SHA256", Buffer.from(body), key).toString("base64url")}`;
+  }
+
+  function asApp(token: string, baseUrl = sim.url) {
+    return new Octokit({ auth: token, baseUrl, log: silent });
+  }
+
+  function exchange(token: string, installation = INSTALLATION, baseUrl = sim.url) {
+    return asApp(token, baseUrl).rest.apps.createInstallationAccessToken({ installation_id: installation });
+  }
+
+  it("issues an installation token for a valid JWT, which then works on the other endpoints until it expires", async () => {
+    const { status, data } = await exchange(jwt());
+    expect(status).to.equal(201);
+    expect(data.token).to.match(/^ghs_/);
+    expect(data.expires_at).to.equal("2026-11-27T12:10:00Z");
+    expect(sim.issuedTokens.map((t) => t.token)).to.deep.equal([data.token]);
+
+    const pulls = await asApp(data.token).rest.pulls.list({ owner: OWNER, repo: REPO });
+    expect(pulls.status).to.equal(200);
+
+    clock += 600_000;
+    const expired = await rejection(asApp(data.token).rest.pulls.list({ owner: OWNER, repo: REPO }));
+    expect(expired).to.deep.include({ status: 401 });
+    expect(expired.data.message).to.equal("Bad credentials");
+  });
+
+  it("accepts the client id and a numeric string as iss, and answers under /api/v3 too", async () => {
+    expect((await exchange(jwt({ iss: "Iv23liSimulatorApp" }))).status).to.equal(201);
+    expect((await exchange(jwt({ iss: String(APP_ID) }), INSTALLATION, `${sim.url}/api/v3`)).status).to.equal(
+      201,
+    );
+    expect(sim.requests.at(-1)?.path).to.equal(`/app/installations/${INSTALLATION}/access_tokens`);
+  });
+
+  it("answers 401 for a JWT signed by another key, with bad times, or with a token instead of a JWT", async () => {
+    const cases: [string, string][] = [
+      [jwt({}, otherKeys.privateKey), "A JSON web token could not be decoded"],
+      ["not-a-jwt", "A JSON web token could not be decoded"],
+      [TOKEN, "A JSON web token could not be decoded"],
+      [
+        jwt({ exp: Math.floor(clock / 1000) + 601 }),
+        "'Expiration time' claim ('exp') is too far in the future",
+      ],
+      [jwt({ exp: Math.floor(clock / 1000) - 1 }), "'Expiration time' claim ('exp') must be a numeric value"],
+      [jwt({ iat: Math.floor(clock / 1000) + 30 }), "'Issued at' claim ('iat') must be an Integer"],
+    ];
+    for (const [credential, message] of cases) {
+      const answer = await rejection(exchange(credential));
+      expect(answer.status, message).to.equal(401);
+      expect(answer.data.message).to.satisfy((text: string) => text.startsWith(message));
+    }
+    expect(sim.issuedTokens).to.deep.equal([]);
+  });
+
+  it("answers 404 for an installation the app does not have, and for an unknown app", async () => {
+    const installation = await rejection(exchange(jwt(), 778));
+    expect(installation.status).to.equal(404);
+    expect(installation.data.message).to.equal("Not Found");
+    const app = await rejection(exchange(jwt({ iss: 1 })));
+    expect(app.status).to.equal(404);
+    expect(app.data.message).to.equal("Integration not found");
   });
 });

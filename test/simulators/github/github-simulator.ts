@@ -1,4 +1,5 @@
-import { randomUUID } from "node:crypto";
+import { createPublicKey, randomBytes, randomUUID, verify } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import express from "express";
@@ -32,6 +33,31 @@ export interface GitHubSimulatorOptions {
   host?: string;
   /** default 0 = a free port */
   port?: number;
+  /** GitHub Apps that may exchange a JWT for installation tokens (`POST /app/installations/{id}/access_tokens`) */
+  apps?: SimulatedApp[];
+  /** lifetime of an installation token in seconds (default 3600, as on GitHub) */
+  installationTokenLifetimeSeconds?: number;
+  /** the clock for JWT checks and token expiry, in ms since the epoch (default `Date.now`) */
+  now?: () => number;
+}
+
+export interface SimulatedApp {
+  /** the app ID (`iss` as a number or a numeric string) */
+  id: number;
+  /** the client ID (`Iv1.…`), also accepted as `iss` */
+  clientId?: string;
+  /** the app's public key (PEM or KeyObject): JWTs must be signed with its private key */
+  publicKey: string | KeyObject;
+  /** the installations of this app that tokens may be made for */
+  installationIds: number[];
+}
+
+export interface IssuedInstallationToken {
+  appId: number;
+  installationId: number;
+  token: string;
+  /** ms since the epoch, on the simulator's clock, whole seconds as in `expires_at` */
+  expiresAt: number;
 }
 
 export type MergeMethod = "merge" | "squash" | "rebase";
@@ -54,6 +80,9 @@ export interface RateLimitAnswer {
 }
 
 const DOCS = "https://docs.github.com/rest";
+const ACCESS_TOKENS_DOCS = `${DOCS}/apps/apps#create-an-installation-access-token-for-an-app`;
+/** GitHub refuses a JWT whose `exp` is more than 10 minutes ahead ("Generating a JSON Web Token (JWT) for a GitHub App"). */
+const JWT_MAX_AHEAD_S = 10 * 60;
 const PULLS_DOCS = {
   list: `${DOCS}/pulls/pulls#list-pull-requests`,
   create: `${DOCS}/pulls/pulls#create-a-pull-request`,
@@ -145,6 +174,8 @@ export class GitHubSimulator {
   readonly requests: RecordedRequest[] = [];
   /** internal failures that were not an API answer; tests assert it stays empty */
   readonly errors: Error[] = [];
+  /** every installation token issued, in order */
+  readonly issuedTokens: IssuedInstallationToken[] = [];
 
   private readonly token: string;
   private readonly user: UserRecord;
@@ -153,6 +184,9 @@ export class GitHubSimulator {
   private readonly repositories = new Map<string, RepositoryRecord>();
   private readonly users = new Map<string, UserRecord>();
   private readonly injected: Injected[] = [];
+  private readonly apps: (SimulatedApp & { key: KeyObject })[];
+  private readonly tokenLifetimeS: number;
+  private readonly now: () => number;
   private server?: Server;
   private baseUrl?: string;
   private nextId = 1_000_001;
@@ -164,6 +198,15 @@ export class GitHubSimulator {
     this.user = this.userNamed(options.login ?? "keptn-bot");
     this.host = options.host ?? "127.0.0.1";
     this.port = options.port ?? 0;
+    this.apps = (options.apps ?? []).map((app) => ({
+      ...app,
+      key:
+        typeof app.publicKey !== "string" && app.publicKey.type === "public"
+          ? app.publicKey
+          : createPublicKey(app.publicKey),
+    }));
+    this.tokenLifetimeS = options.installationTokenLifetimeSeconds ?? 3600;
+    this.now = options.now ?? Date.now;
     for (const repository of options.repositories) this.addRepository(repository);
   }
 
@@ -543,14 +586,33 @@ export class GitHubSimulator {
       }
       const header = req.get("authorization");
       if (header === undefined) throw new GitHubApiError(401, "Requires authentication", DOCS);
-      const match = /^(?:token|bearer)\s+(\S+)\s*$/i.exec(header);
-      if (match?.[1] !== this.token) throw new GitHubApiError(401, "Bad credentials", DOCS);
+      const match = /^(token|bearer)\s+(\S+)\s*$/i.exec(header);
+      if (/^(?:\/api\/v3)?\/app(?:\/|$)/.test(req.path)) {
+        // the /app endpoints take the app's JWT, and only as a bearer token
+        res.locals["app"] = this.verifyJwt(match?.[1]?.toLowerCase() === "bearer" ? match[2] : undefined);
+      } else if (match?.[2] !== this.token && !this.isLiveInstallationToken(match?.[2])) {
+        throw new GitHubApiError(401, "Bad credentials", DOCS);
+      }
       this.used++;
       this.setRateLimitHeaders(res, RATE_LIMIT - this.used);
       next();
     });
 
     const api = express.Router();
+    api.post("/app/installations/:id/access_tokens", (req, res) => {
+      const app = res.locals["app"] as SimulatedApp;
+      const installationId = Number(req.params["id"]);
+      if (!app.installationIds.includes(installationId)) throw notFound(ACCESS_TOKENS_DOCS);
+      const expiresAt = (Math.floor(this.now() / 1000) + this.tokenLifetimeS) * 1000;
+      const token = `ghs_${randomBytes(27).toString("base64url")}`;
+      this.issuedTokens.push({ appId: app.id, installationId, token, expiresAt });
+      res.status(201).json({
+        token,
+        expires_at: new Date(expiresAt).toISOString().replace(/\.\d{3}Z$/, "Z"),
+        permissions: { contents: "write", metadata: "read", pull_requests: "write" },
+        repository_selection: "all",
+      });
+    });
     api.get("/repos/:owner/:repo", (req, res) => {
       res.status(200).json(this.repositoryJson(this.findRepository(req, PULLS_DOCS.repo)));
     });
@@ -794,6 +856,67 @@ export class GitHubSimulator {
       "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. " +
       `If you reach out to GitHub Support for help, please include the request ID ${requestId}.`;
     sendError(res, new GitHubApiError(injected.status, message, SECONDARY_LIMIT_DOCS, undefined, headers));
+  }
+
+  /**
+   * The checks GitHub makes of an app's JWT, with the messages it answers (see readme): RS256 signature by the
+   * key of the app named in `iss`, integer `iat` not in the future, integer `exp` in the future and at most 10
+   * minutes ahead.
+   */
+  private verifyJwt(jwt: string | undefined): SimulatedApp {
+    const undecodable = () => new GitHubApiError(401, "A JSON web token could not be decoded", DOCS);
+    const [header, payload, signature, ...rest] = (jwt ?? "").split(".");
+    if (header === undefined || payload === undefined || signature === undefined || rest.length > 0) {
+      throw undecodable();
+    }
+    const json = (part: string): Record<string, unknown> => {
+      try {
+        const value: unknown = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
+        if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+          return value as Record<string, unknown>;
+        }
+      } catch {
+        // answered below
+      }
+      throw undecodable();
+    };
+    const claims = json(payload);
+    if (json(header)["alg"] !== "RS256") throw undecodable();
+    const iss = claims["iss"];
+    const app = this.apps.find(
+      (candidate) =>
+        (typeof iss === "number" && iss === candidate.id) ||
+        (typeof iss === "string" && (iss === String(candidate.id) || iss === candidate.clientId)),
+    );
+    if (app === undefined) throw new GitHubApiError(404, "Integration not found", DOCS);
+    const signed = Buffer.from(`${header}.${payload}`);
+    if (!verify("RSA-SHA256", signed, app.key, Buffer.from(signature, "base64url"))) throw undecodable();
+    const now = Math.floor(this.now() / 1000);
+    const iat = claims["iat"];
+    if (typeof iat !== "number" || !Number.isInteger(iat) || iat > now) {
+      throw new GitHubApiError(
+        401,
+        "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+        DOCS,
+      );
+    }
+    const exp = claims["exp"];
+    if (typeof exp !== "number" || !Number.isInteger(exp) || exp <= now) {
+      throw new GitHubApiError(
+        401,
+        "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+        DOCS,
+      );
+    }
+    if (exp > now + JWT_MAX_AHEAD_S) {
+      throw new GitHubApiError(401, "'Expiration time' claim ('exp') is too far in the future", DOCS);
+    }
+    return app;
+  }
+
+  private isLiveInstallationToken(token: string | undefined): boolean {
+    const issued = this.issuedTokens.find((candidate) => candidate.token === token);
+    return issued !== undefined && this.now() < issued.expiresAt;
   }
 
   private setRateLimitHeaders(res: Response, remaining: number, reset?: string): void {
