@@ -1,9 +1,9 @@
 import { createPublicKey, randomBytes, randomUUID, verify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import express from "express";
 import type { NextFunction, Request, Response } from "express";
+import { close, listen } from "../../../src/http/http-server.js";
 import { BareRepo, RefMovedError, TaskQueue } from "../../support/bare-repo.js";
 import type { GitIdentity } from "../../support/bare-repo.js";
 
@@ -218,27 +218,15 @@ export class GitHubSimulator {
 
   async start(): Promise<string> {
     if (this.server) throw new Error("GitHubSimulator: start() called twice");
-    const server = this.buildHttpApp().listen(this.port, this.host);
+    const { server, url } = await listen(this.buildHttpApp(), this.host, this.port);
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once("listening", resolve);
-      server.once("error", reject);
-    });
-    const address = server.address() as AddressInfo;
-    const host = address.address.includes(":") ? `[${address.address}]` : address.address;
-    this.baseUrl = `http://${host}:${address.port}`;
-    return this.baseUrl;
+    this.baseUrl = url;
+    return url;
   }
 
   /** Closes the server and waits for git work under way. */
   async stop(): Promise<void> {
-    const server = this.server;
-    if (server?.listening) {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    }
+    if (this.server?.listening) await close(this.server);
     await Promise.all([...this.repositories.values()].map((record) => record.queue.idle()));
   }
 
