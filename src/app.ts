@@ -43,21 +43,13 @@ export interface App {
   idle(): Promise<void>;
 }
 
-/** The whole key, and each line of its body: a log line may carry a part, or the key with escaped newlines. */
-function addPrivateKey(secrets: SecretRegistry, key: string): void {
-  secrets.add(key);
-  for (const line of key.split("\n")) {
-    if (!line.startsWith("-----")) secrets.add(line.trim());
-  }
-}
-
 /** Registers every secret of the configuration so that no log line or event can show it. */
 export function registerSecrets(config: AppConfig, secrets: SecretRegistry): void {
   for (const repository of config.repositories) {
     const auth = repository.auth;
     if (auth && "token" in auth) secrets.addBasicAuth(auth.username, auth.token);
-    if (auth && "ssh" in auth) addPrivateKey(secrets, auth.ssh.privateKey);
-    if (repository.signing) addPrivateKey(secrets, repository.signing.key);
+    if (auth && "ssh" in auth) secrets.addPrivateKey(auth.ssh.privateKey);
+    if (repository.signing) secrets.addPrivateKey(repository.signing.key);
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
   if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);

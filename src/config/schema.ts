@@ -6,7 +6,7 @@ import { durationSchema } from "../shared/duration.js";
  * Where a secret comes from. Secrets never sit in the YAML itself: only the name of an environment variable or
  * the path of a file (a mounted Kubernetes Secret) does.
  */
-const secretRefSchema = z.union(
+export const secretRefSchema = z.union(
   [z.strictObject({ fromEnv: z.string().min(1) }), z.strictObject({ fromFile: z.string().min(1) })],
   { error: "give the secret as { fromEnv: VARIABLE } or { fromFile: /path }; secrets never go in this file" },
 );

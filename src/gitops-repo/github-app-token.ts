@@ -60,10 +60,7 @@ export class GitHubAppTokens {
     this.apiUrl = (options.apiUrl ?? "https://api.github.com").replace(/\/+$/, "");
     this.now = options.now ?? Date.now;
     this.fetch = options.fetch ?? globalThis.fetch;
-    // the key's base64 lines, so that a key pasted into some text never leaves the process
-    for (const line of options.privateKey.split(/\\n|\r?\n/)) {
-      if (!line.startsWith("-----")) options.secrets?.add(line.trim());
-    }
+    options.secrets?.addPrivateKey(options.privateKey);
   }
 
   /**

@@ -21,6 +21,17 @@ export class SecretRegistry {
     this.values.add(Buffer.from(`${username}:${token}`).toString("base64"));
   }
 
+  /**
+   * Adds a private key (PEM, OpenSSH, armored OpenPGP): the whole text, and each line of its body, as a log line
+   * may carry a part of it, or the key with its newlines escaped (`\\n`, as in environment variables).
+   */
+  addPrivateKey(key: string): void {
+    this.add(key);
+    for (const line of key.split(/\\n|\r?\n/)) {
+      if (!line.startsWith("-----")) this.add(line.trim());
+    }
+  }
+
   redact(text: string): string {
     let result = text;
     for (const value of this.values) {

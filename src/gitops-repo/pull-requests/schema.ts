@@ -1,15 +1,6 @@
 import { z } from "zod";
+import { secretRefSchema } from "../../config/schema.js";
 import { branchTemplateProblems, DEFAULT_BRANCH_TEMPLATE } from "./pull-request-text.js";
-
-/**
- * The same shape as `secretRefSchema` in src/config/schema.ts (not exported there yet): the name of an
- * environment variable or the path of a file, never the secret itself. When the config schema exports its own,
- * use that one here.
- */
-const secretRefSchema = z.union(
-  [z.strictObject({ fromEnv: z.string().min(1) }), z.strictObject({ fromFile: z.string().min(1) })],
-  { error: "give the secret as { fromEnv: VARIABLE } or { fromFile: /path }; secrets never go in this file" },
-);
 
 export const pullRequestModeSchema = z.enum(["wait-for-merge", "auto-merge", "open-only"]);
 export type PullRequestMode = z.infer<typeof pullRequestModeSchema>;
