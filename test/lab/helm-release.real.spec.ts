@@ -18,7 +18,7 @@ import {
 } from "./flux-lab.js";
 import { KubeLab, SYNCFAIL_POLICY } from "./kube-lab.js";
 import { requireLabBinaries } from "./lab-paths.js";
-import { helmUpgradeSteps } from "../support/helm-release-pins.js";
+import { helmUpgradeSteps } from "../support/flux-pins.js";
 
 // The HelmRelease scenarios of test/e2e/helm-release.spec.ts against the real source-controller and helm-controller
 // v1.4.3 of the lab. The HelmRelease `podtato-head-helm-wait` waits for its Deployment on upgrades, which never

@@ -10,7 +10,11 @@ import {
 import { waitFor } from "../../support/wait.js";
 import { FluxSimulator, formatGoDuration, goDurationMs } from "./flux-simulator.js";
 import type { FluxCondition } from "./flux-simulator.js";
-import { helmUpgradeSteps } from "../../support/helm-release-pins.js";
+import {
+  helmUpgradeSteps,
+  kustomizationApplySteps,
+  kustomizationReconcilingMessages,
+} from "../../support/flux-pins.js";
 
 // What a client of the Kubernetes API sees of the simulated Flux: the same shapes and sequences that
 // test/lab/flux.real.spec.ts pins on the real controllers (docs/testing.md "Flux in the lab").
@@ -687,40 +691,9 @@ describe("FluxSimulator", function () {
         lastAttemptedRevision: oldRevision,
         lastAppliedRevision: oldRevision,
       },
-      {
-        ready: "Unknown/Progressing",
-        reconciling: "True/Progressing",
-        healthy: "-",
-        lastAttemptedRevision: oldRevision,
-        lastAppliedRevision: oldRevision,
-      },
-      {
-        ready: "Unknown/Progressing",
-        reconciling: "True/Progressing",
-        healthy: "-",
-        lastAttemptedRevision: revision,
-        lastAppliedRevision: oldRevision,
-      },
-      {
-        ready: "True/ReconciliationSucceeded",
-        reconciling: "-",
-        healthy: "-",
-        lastAttemptedRevision: revision,
-        lastAppliedRevision: oldRevision,
-      },
-      {
-        ready: "True/ReconciliationSucceeded",
-        reconciling: "-",
-        healthy: "-",
-        lastAttemptedRevision: revision,
-        lastAppliedRevision: revision,
-      },
+      ...kustomizationApplySteps(oldRevision, revision),
     ]);
-    expect(reconcilingMessages(ksWatch)).to.deep.equal([
-      `Fetching manifests for revision ${revision} with a timeout of 1m0s`,
-      `Building manifests for revision ${revision} with a timeout of 1m0s`,
-      `Detecting drift for revision ${revision} with a timeout of 1m0s`,
-    ]);
+    expect(reconcilingMessages(ksWatch)).to.deep.equal(kustomizationReconcilingMessages(revision));
     const inProgress = ksWatch.events.find(({ object }) => condition(object, "Ready")?.status === "Unknown");
     expect(condition(inProgress?.object ?? before, "Ready")?.message).to.equal("Reconciliation in progress");
     expect(inProgress?.object.status.conditions?.map((c) => c.type)).to.deep.equal(["Reconciling", "Ready"]);
