@@ -131,7 +131,7 @@ export class FluxClient {
       );
     if (code === 403)
       return new TerminalError(
-        `${where} forbids the service to ${what} (403: ${said}); grant it get and patch on Flux objects`,
+        `${where} forbids the service to ${what} (403: ${said}); grant it get, list, watch and patch on Flux objects (docs/configuration.md, flux.clusters)`,
       );
     if (code === 404)
       return new TerminalError(
