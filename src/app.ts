@@ -5,7 +5,11 @@ import type { ControlPlane } from "./control-plane/control-plane.js";
 import { NatsControlPlane } from "./control-plane/nats-control-plane.js";
 import { TaskConnector } from "./control-plane/task-connector.js";
 import { DeploymentHandler } from "./deployments/deployment-handler.js";
+import { PullRequestDelivery } from "./deployments/pull-request-delivery.js";
 import { TargetResolver } from "./deployments/targets.js";
+import { GitHubAppTokens } from "./gitops-repo/github-app-token.js";
+import type { TokenSource } from "./gitops-repo/gitops-repo.js";
+import { createPullRequestHost, type PullRequestHost } from "./gitops-repo/pull-requests/index.js";
 import { SimpleGitGitopsRepo } from "./gitops-repo/simple-git-gitops-repo.js";
 import { buildHttpApp, close, listen } from "./http/http-server.js";
 import { mountWebhooks } from "./http/webhooks.js";
@@ -49,7 +53,9 @@ export function registerSecrets(config: AppConfig, secrets: SecretRegistry): voi
     const auth = repository.auth;
     if (auth && "token" in auth) secrets.addBasicAuth(auth.username, auth.token);
     if (auth && "ssh" in auth) secrets.addPrivateKey(auth.ssh.privateKey);
+    if (auth && "githubApp" in auth) secrets.addPrivateKey(auth.githubApp.privateKey);
     if (repository.signing) secrets.addPrivateKey(repository.signing.key);
+    if (repository.pullRequest?.token) secrets.add(repository.pullRequest.token);
   }
   for (const server of config.argocd.servers) secrets.add(server.token);
   if (config.webhooks.flux?.hmacKey) secrets.add(config.webhooks.flux.hmacKey);
@@ -90,6 +96,35 @@ export function buildApp(deps: AppDependencies): App {
     logger,
     secrets,
   });
+  /** The installation tokens of the repositories with `auth.githubApp`, shared by git and pull requests. */
+  const appTokens = new Map<string, TokenSource>();
+  for (const repository of config.repositories) {
+    if (!repository.auth || !("githubApp" in repository.auth)) continue;
+    const { githubApp } = repository.auth;
+    const tokens = new GitHubAppTokens({
+      ...githubApp,
+      configuredAt: `repository "${repository.name}"`,
+      secrets,
+      ...(deps.fetch ? { fetch: deps.fetch } : {}),
+    });
+    appTokens.set(repository.name, (signal) => tokens.tokenFor(signal));
+  }
+  /** The pull-request host of each repository with `pullRequest`; no I/O until a deployment uses it. */
+  const pullRequestHosts = new Map<string, PullRequestHost>();
+  for (const repository of config.repositories) {
+    if (!repository.pullRequest) continue;
+    const token = repository.pullRequest.token ?? appTokens.get(repository.name);
+    if (!token) throw new Error(`repository ${repository.name} has pullRequest without a token`);
+    pullRequestHosts.set(
+      repository.name,
+      createPullRequestHost(
+        repository,
+        repository.pullRequest,
+        token,
+        deps.fetch ? { fetch: deps.fetch } : {},
+      ),
+    );
+  }
   /** One watch stream per Argo CD server that has `watch` on; closed when the service stops. */
   const streams: ArgoCdStream[] = [];
   /** One shared poll schedule per Argo CD server; stopped when the service stops. */
@@ -169,11 +204,15 @@ export function buildApp(deps: AppDependencies): App {
     secrets,
     handlers: [
       new DeploymentHandler({
-        targets: new TargetResolver(config),
+        targets: new TargetResolver(config, appTokens),
         repo,
         syncWatchers,
         fallbackTimeoutMs: 60_000,
         ...(config.git.commitMessage ? { commitMessage: config.git.commitMessage } : {}),
+        pullRequests: new PullRequestDelivery({
+          hosts: pullRequestHosts,
+          ...(config.keptn.bridgeUrl ? { bridgeUrl: config.keptn.bridgeUrl } : {}),
+        }),
       }),
     ],
   });

@@ -11,11 +11,18 @@ import {
   type RepositoryConfig,
   type SecretRef,
 } from "./schema.js";
+import { choosePullRequestTarget } from "../gitops-repo/pull-requests/pull-request-hosts.js";
+import type { PullRequestConfig } from "../gitops-repo/pull-requests/schema.js";
+import { errorMessage } from "../shared/errors.js";
 
 /** The configuration after validation, with secrets read from their env variables or files. */
 export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | "webhooks" | "flux"> {
   repositories: Array<
-    Omit<RepositoryConfig, "auth" | "signing"> & { auth?: RepositoryAuth; signing?: CommitSigning }
+    Omit<RepositoryConfig, "auth" | "signing" | "pullRequest"> & {
+      auth?: RepositoryAuth;
+      signing?: CommitSigning;
+      pullRequest?: PullRequestSettings;
+    }
   >;
   argocd: { servers: Array<Omit<ArgoCdServerConfig, "token"> & { token: string }> };
   flux: {
@@ -24,10 +31,24 @@ export interface AppConfig extends Omit<FileConfig, "repositories" | "argocd" | 
   webhooks: { maxBodyBytes: number; flux?: { hmacKey?: string; token?: string }; argocd?: { token: string } };
 }
 
-/** A repository's credentials, read: a token for HTTPS, or an SSH key with the host keys to trust. */
+/**
+ * A repository's credentials, read: a token for HTTPS, a GitHub App (its key makes the tokens), or an SSH key with
+ * the host keys to trust.
+ */
 export type RepositoryAuth =
   | { username: string; token: string; scheme: "basic" | "bearer" }
+  | { githubApp: GitHubAppSettings }
   | { ssh: { privateKey: string; knownHosts?: string; strictHostKeyChecking: boolean } };
+
+export interface GitHubAppSettings {
+  appId: number | string;
+  installationId: number | string;
+  privateKey: string;
+  apiUrl?: string;
+}
+
+/** `repositories[].pullRequest` with its token read; without a token, the repository's GitHub App gives one. */
+export type PullRequestSettings = Omit<PullRequestConfig, "token"> & { token?: string };
 
 /** How a repository's commits are signed, with the key read. */
 export interface CommitSigning {
@@ -123,8 +144,18 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
       }
     }
     problems.push(...urlAuthProblems(repo, `repositories.${i}`));
+    problems.push(...pullRequestProblems(repo, `repositories.${i}`, secretAt));
     if (!isRecord(repo["auth"])) return;
     secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
+    const app = repo["auth"]["githubApp"];
+    if (isRecord(app)) {
+      const key = secretAt(app["privateKey"], `repositories.${i}.auth.githubApp.privateKey`);
+      if (key && !/^-----BEGIN (RSA )?PRIVATE KEY-----$/m.test(key)) {
+        problems.push(
+          `repositories.${i}.auth.githubApp.privateKey: the secret is not a PEM private key; give the .pem file GitHub generated for the app`,
+        );
+      }
+    }
     const ssh = repo["auth"]["ssh"];
     if (!isRecord(ssh)) return;
     const key = secretAt(ssh["privateKey"], `repositories.${i}.auth.ssh.privateKey`);
@@ -172,13 +203,23 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
   if (problems.length > 0 || !parsed.success) throw new ConfigError(options.source, problems);
 
   const silent = secretReader(options, []);
+  const readPullRequest = ({ token, ...pullRequest }: PullRequestConfig): PullRequestSettings => ({
+    ...pullRequest,
+    ...(token ? { token: silent(token, "") } : {}),
+  });
   return {
     ...parsed.data,
-    repositories: parsed.data.repositories.map(({ signing, ...repo }) => {
+    repositories: parsed.data.repositories.map(({ signing, pullRequest, ...repo }) => {
       const { auth, ...unsigned } = repo;
-      const rest = signing
-        ? { ...unsigned, signing: { format: signing.format, key: silent(signing.key, "") } }
-        : unsigned;
+      const rest = {
+        ...unsigned,
+        ...(signing ? { signing: { format: signing.format, key: silent(signing.key, "") } } : {}),
+        ...(pullRequest ? { pullRequest: readPullRequest(pullRequest) } : {}),
+      };
+      if (auth?.githubApp) {
+        const { privateKey, ...app } = auth.githubApp;
+        return { ...rest, auth: { githubApp: { ...app, privateKey: silent(privateKey, "") } } };
+      }
       if (auth?.ssh) {
         const { privateKey, knownHosts, strictHostKeyChecking } = auth.ssh;
         return {
@@ -320,9 +361,19 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
         `targets.${i}.deploy.cluster: no flux cluster is named "${deploy["cluster"]}" (known: ${clusters.join(", ") || "none"})`,
       );
     }
+    const repositoryEntry = list(raw["repositories"]).find((r) => r["name"] === repository);
+    if (repositoryEntry && isRecord(target["pullRequest"]) && !isRecord(repositoryEntry["pullRequest"])) {
+      problems.push(
+        `targets.${i}.pullRequest: repository "${String(repository)}" has no pullRequest section to open pull requests with; add one there`,
+      );
+    }
+    const files: Array<[string, unknown]> = [
+      ["file", target["file"]],
+      ...list(target["files"]).map((entry, j): [string, unknown] => [`files.${j}.file`, entry["file"]]),
+    ];
     const uris = isRecord(target["uris"]) ? target["uris"] : {};
     const templates: Array<[string, unknown]> = [
-      ["file", target["file"]],
+      ...files,
       ["deploy.application", deploy["application"]],
       ["deploy.name", deploy["name"]],
       ...list(uris["local"]).map((_, j): [string, unknown] => [
@@ -345,12 +396,12 @@ function crossReferenceProblems(raw: Record<string, unknown>): string[] {
         );
       }
     }
-    const file = target["file"];
-    if (typeof file === "string") {
+    for (const [key, file] of files) {
+      if (typeof file !== "string") continue;
       const normalized = normalize(file);
       if (isAbsolute(file) || normalized === ".." || normalized.startsWith(`..${sep}`)) {
         problems.push(
-          `targets.${i}.file: "${file}" leaves the repository; use a path relative to the repository root`,
+          `targets.${i}.${key}: "${file}" leaves the repository; use a path relative to the repository root`,
         );
       }
     }
@@ -364,10 +415,12 @@ function urlAuthProblems(repo: Record<string, unknown>, path: string): string[] 
   if (typeof url !== "string") return [];
   const auth = isRecord(repo["auth"]) ? repo["auth"] : {};
   if (isSshUrl(url)) {
-    if (auth["token"] !== undefined) {
-      return [
-        `${path}.auth.token: ${url} is an SSH URL, which takes auth.ssh (a private key); use the https:// URL of the repository with a token`,
-      ];
+    for (const https of ["token", "githubApp"]) {
+      if (auth[https] !== undefined) {
+        return [
+          `${path}.auth.${https}: ${url} is an SSH URL, which takes auth.ssh (a private key); use the https:// URL of the repository with ${https === "token" ? "a token" : "the GitHub App"}`,
+        ];
+      }
     }
     if (repo["auth"] === undefined) {
       return [`${path}.auth: ${url} is an SSH URL: give auth.ssh with the private key and knownHosts`];
@@ -378,6 +431,44 @@ function urlAuthProblems(repo: Record<string, unknown>, path: string): string[] 
     return [
       `${path}.auth.ssh: an SSH key works with ssh:// and git@host:path URLs only; use the SSH URL of the repository, or auth.token with ${url}`,
     ];
+  }
+  return [];
+}
+
+/**
+ * A pull request needs a token: its own, or the repository's GitHub App. The GitHub App works with GitHub only,
+ * and auto-merge needs a host that has it (GitLab).
+ */
+function pullRequestProblems(
+  repo: Record<string, unknown>,
+  path: string,
+  secretAt: (value: unknown, path: string) => string,
+): string[] {
+  const pullRequest = repo["pullRequest"];
+  if (!isRecord(pullRequest)) return [];
+  secretAt(pullRequest["token"], `${path}.pullRequest.token`);
+  const app = isRecord(repo["auth"]) && repo["auth"]["githubApp"] !== undefined;
+  if (pullRequest["token"] === undefined && !app) {
+    return [
+      `${path}.pullRequest.token: give a token that may open and merge pull requests (or use auth.githubApp on GitHub)`,
+    ];
+  }
+  if (app && pullRequest["token"] === undefined && pullRequest["provider"] === "gitlab") {
+    return [`${path}.pullRequest.token: a GitHub App's token does not work with GitLab; give a GitLab token`];
+  }
+  const provider = pullRequest["provider"];
+  const apiUrl = pullRequest["apiUrl"];
+  if (typeof repo["url"] !== "string" || typeof repo["name"] !== "string") return [];
+  try {
+    choosePullRequestTarget(
+      { name: repo["name"], url: repo["url"] },
+      {
+        ...(provider === "github" || provider === "gitlab" ? { provider } : {}),
+        ...(typeof apiUrl === "string" ? { apiUrl } : {}),
+      },
+    );
+  } catch (error) {
+    return [`${path}.pullRequest: ${errorMessage(error)}`];
   }
   return [];
 }

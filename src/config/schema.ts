@@ -1,16 +1,10 @@
 import { z } from "zod";
 import { COMMIT_MESSAGE_FIELDS, unknownPlaceholders } from "../deployments/commit-message.js";
+import { pullRequestConfigSchema, targetPullRequestSchema } from "../gitops-repo/pull-requests/schema.js";
 import { durationSchema } from "../shared/duration.js";
+import { secretRefSchema } from "./secret-ref.js";
 
-/**
- * Where a secret comes from. Secrets never sit in the YAML itself: only the name of an environment variable or
- * the path of a file (a mounted Kubernetes Secret) does.
- */
-export const secretRefSchema = z.union(
-  [z.strictObject({ fromEnv: z.string().min(1) }), z.strictObject({ fromFile: z.string().min(1) })],
-  { error: "give the secret as { fromEnv: VARIABLE } or { fromFile: /path }; secrets never go in this file" },
-);
-export type SecretRef = z.infer<typeof secretRefSchema>;
+export { secretRefSchema, type SecretRef } from "./secret-ref.js";
 
 const nameSchema = z
   .string()
@@ -40,7 +34,22 @@ const sshAuthSchema = z
     path: ["knownHosts"],
   });
 
-/** How the service authenticates to the git host: a token over HTTPS, or an SSH key. */
+/**
+ * A GitHub App installation: the app's key makes installation tokens (about an hour each, renewed before they
+ * expire), used for git over HTTPS and for pull requests.
+ */
+const githubAppSchema = z.strictObject({
+  /** The app's numeric ID, or its client ID (`Iv1.…`). */
+  appId: z.union([z.number().int().positive(), z.string().min(1)]),
+  /** The installation on the account or organization that owns the repository (its settings URL ends in it). */
+  installationId: z.union([z.number().int().positive(), z.string().regex(/^\d+$/, "a number")]),
+  /** The app's private key (PEM, as GitHub hands it out). */
+  privateKey: secretRefSchema,
+  /** `https://api.github.com` by default; GitHub Enterprise Server: `https://<host>/api/v3`. */
+  apiUrl: z.url({ protocol: /^https?$/, error: "give the API root as an http(s) URL" }).optional(),
+});
+
+/** How the service authenticates to the git host: a token over HTTPS, a GitHub App, or an SSH key. */
 const repositoryAuthSchema = z
   .strictObject({
     /** HTTPS: the user name sent with the token; "x-access-token" when absent. */
@@ -52,17 +61,27 @@ const repositoryAuthSchema = z
      */
     scheme: z.enum(["basic", "bearer"], { error: 'auth.scheme is "basic" or "bearer"' }).optional(),
     ssh: sshAuthSchema.optional(),
+    githubApp: githubAppSchema.optional(),
   })
   .superRefine((auth, context) => {
-    if (auth.token && auth.ssh) {
+    const given = [auth.token && "token", auth.ssh && "ssh", auth.githubApp && "githubApp"].filter(Boolean);
+    if (given.length > 1) {
       context.addIssue({
         code: "custom",
-        message: "give token (https:// URLs) or ssh (ssh:// and git@host:path URLs), not both",
+        message: `give one of token (https:// URLs), githubApp (https:// URLs on GitHub) or ssh (ssh:// and git@host:path URLs), not ${given.join(" and ")}`,
       });
-    } else if (!auth.token && !auth.ssh) {
+    } else if (given.length === 0) {
       context.addIssue({
         code: "custom",
-        message: "give token (https:// URLs) or ssh (ssh:// and git@host:path URLs)",
+        message:
+          "give token (https:// URLs), githubApp (https:// URLs on GitHub) or ssh (ssh:// and git@host:path URLs)",
+      });
+    }
+    if (auth.githubApp && (auth.username || auth.scheme)) {
+      context.addIssue({
+        code: "custom",
+        message:
+          "a GitHub App's token is sent as x-access-token with HTTP Basic; remove auth.username and auth.scheme",
       });
     }
     if (auth.ssh && auth.scheme) {
@@ -116,6 +135,8 @@ const repositorySchema = z.strictObject({
       key: secretRefSchema,
     })
     .optional(),
+  /** Deploy through pull requests (GitHub) or merge requests (GitLab) instead of pushing to `branch`. */
+  pullRequest: pullRequestConfigSchema.optional(),
 });
 
 const argoCdServerSchema = z.strictObject({
@@ -285,30 +306,59 @@ const deploySchema = z.discriminatedUnion("tool", [argoCdDeploySchema, fluxDeplo
   error: 'deploy.tool is "argocd" or "flux"',
 });
 
-const targetSchema = z.strictObject({
-  match: z
-    .strictObject({ project: patternSchema, stage: patternSchema, service: patternSchema })
-    .default({ project: "*", stage: "*", service: "*" }),
-  repository: nameSchema,
-  /** Path of the file to change, a template with {project}, {stage}, {service}. */
-  file: z.string().min(1),
-  change: changeSchema,
-  deploy: deploySchema,
-  /** From deployment.triggered received to deployment.finished sent. */
-  timeout: durationSchema.default(600_000),
-  /** Fetch, edit and report the diff in deployment.finished, but commit and push nothing; `git.dryRun` when absent. */
-  dryRun: z.boolean({ error: "dryRun is true or false" }).optional(),
-  /** `deploymentURIsLocal` / `deploymentURIsPublic` templates; the triggered event's URIs are used when absent. */
-  uris: z
-    .strictObject({ local: z.array(z.string()).optional(), public: z.array(z.string()).optional() })
-    .optional(),
-});
+const targetSchema = z
+  .strictObject({
+    match: z
+      .strictObject({ project: patternSchema, stage: patternSchema, service: patternSchema })
+      .default({ project: "*", stage: "*", service: "*" }),
+    repository: nameSchema,
+    /** Path of the file to change, a template with {project}, {stage}, {service}. */
+    file: z.string().min(1).optional(),
+    change: changeSchema.optional(),
+    /** Several files changed by one deployment, in one commit (instead of `file` and `change`). */
+    files: z
+      .array(z.strictObject({ file: z.string().min(1), change: changeSchema }))
+      .min(1)
+      .optional(),
+    deploy: deploySchema,
+    /** From deployment.triggered received to deployment.finished sent. */
+    timeout: durationSchema.default(600_000),
+    /** Fetch, edit and report the diff in deployment.finished, but commit and push nothing; `git.dryRun` when absent. */
+    dryRun: z.boolean({ error: "dryRun is true or false" }).optional(),
+    /** `deploymentURIsLocal` / `deploymentURIsPublic` templates; the triggered event's URIs are used when absent. */
+    uris: z
+      .strictObject({ local: z.array(z.string()).optional(), public: z.array(z.string()).optional() })
+      .optional(),
+    /** `false`: push to the branch even though the repository has `pullRequest`; or override its mode. */
+    pullRequest: targetPullRequestSchema.optional(),
+  })
+  .superRefine((target, context) => {
+    if (target.files && (target.file !== undefined || target.change !== undefined)) {
+      context.addIssue({
+        code: "custom",
+        message: "give file and change, or files, not both",
+        path: ["files"],
+      });
+    } else if (!target.files && (target.file === undefined || target.change === undefined)) {
+      context.addIssue({
+        code: "custom",
+        message: "give file and change (one file), or files: [{ file, change }, ...] (several in one commit)",
+        path: [target.file === undefined ? "file" : "change"],
+      });
+    }
+  });
 export type TargetConfig = z.infer<typeof targetSchema>;
 
 export const fileConfigSchema = z.strictObject({
   integration: z
     .strictObject({ name: nameSchema.default("gitops-service") })
     .default({ name: "gitops-service" }),
+  /** Keptn itself, as users see it: `bridgeUrl` makes the Keptn context in a pull request a link to the sequence. */
+  keptn: z
+    .strictObject({
+      bridgeUrl: z.url({ protocol: /^https?$/, error: "give the Bridge as an http(s) URL" }).optional(),
+    })
+    .default({}),
   nats: z
     .strictObject({ url: z.string().min(1).default("nats://keptn-nats:4222") })
     .default({ url: "nats://keptn-nats:4222" }),

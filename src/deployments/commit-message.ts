@@ -1,3 +1,4 @@
+import type { ChangedFile } from "../gitops-repo/gitops-repo.js";
 import type { TriggeredEvent } from "../keptn/cloud-event.js";
 
 /** The placeholders of `git.commitMessage`; `{labels.<name>}` reads a label of the triggered event. */
@@ -38,8 +39,7 @@ export function unknownPlaceholders(template: string): string[] {
 export function deploymentCommitMessage(
   event: TriggeredEvent<unknown>,
   image: string,
-  file: string,
-  changes: string[],
+  changed: ChangedFile[],
   template: string = DEFAULT_COMMIT_MESSAGE,
 ): string {
   const { project, stage, service, labels } = event.scope;
@@ -48,8 +48,13 @@ export function deploymentCommitMessage(
     stage,
     service,
     image,
-    file,
-    changes: changes.map((change) => `  ${change}`).join("\n"),
+    file: changed.map((f) => f.file).join(", "),
+    // One file: its changes; several: each change with its file in front.
+    changes: changed
+      .flatMap((f) =>
+        f.changes.map((change) => (changed.length > 1 ? `  ${f.file}: ${change}` : `  ${change}`)),
+      )
+      .join("\n"),
     shkeptncontext: event.shkeptncontext,
     triggeredid: event.id,
   };

@@ -8,14 +8,15 @@ import {
 import type { TaskFinish } from "../keptn/event-builders.js";
 import type { ChangeSpec } from "../config/schema.js";
 import { editFile, needsImage, type EditInput } from "../gitops-repo/editors/editors.js";
-import type { GitopsRepo } from "../gitops-repo/gitops-repo.js";
+import type { ChangedFile, GitopsRepo } from "../gitops-repo/gitops-repo.js";
 import { parseImageReference } from "../gitops-repo/image-reference.js";
 import { renderTemplate } from "../gitops-repo/repo-path.js";
 import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../shared/errors.js";
 import { formatDuration } from "../shared/duration.js";
 import { watcherKey, type SyncWatcher } from "../sync/sync-watcher.js";
 import { deploymentCommitMessage, groupCommitMessage } from "./commit-message.js";
-import type { Target, TargetResolver } from "./targets.js";
+import { describe, type PullRequestDelivery } from "./pull-request-delivery.js";
+import type { Target, TargetFile, TargetResolver } from "./targets.js";
 
 export interface DeploymentHandlerOptions {
   targets: TargetResolver;
@@ -26,6 +27,8 @@ export interface DeploymentHandlerOptions {
   fallbackTimeoutMs: number;
   /** `git.commitMessage`; the default message when absent. */
   commitMessage?: string;
+  /** The review step of the targets whose repository has `pullRequest`. */
+  pullRequests?: PullRequestDelivery;
 }
 
 const short = (sha: string) => sha.slice(0, 7);
@@ -72,10 +75,15 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     progress,
   }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
     const target = this.options.targets.resolve(event.scope);
-    const input = editInputOf(event, target.change);
+    const input = editInputOf(event, target.files);
     const deploying = input.image?.reference ?? "new values";
     const watcher = this.options.syncWatchers.get(watcherKey(target.deploy.tool, target.deploy.server));
     if (!watcher) throw new Error(`no sync watcher for ${target.deploy.tool} ${target.deploy.server}`);
+    const pullRequest = target.dryRun ? undefined : target.pullRequest;
+    if (pullRequest) {
+      if (!this.options.pullRequests) throw new Error("pull requests are configured but not wired");
+      this.options.pullRequests.check(target);
+    }
 
     const syncTarget = {
       application: target.deploy.application,
@@ -90,20 +98,48 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
 
     const change = await this.options.repo.applyChange({
       repository: target.repository,
-      file: target.file,
-      edit: (text) => editFile(text, target.file, target.change, input),
-      message: (changes) =>
-        deploymentCommitMessage(event, deploying, target.file, changes, this.options.commitMessage),
-      groupMessage: groupCommitMessage,
+      files: target.files.map(({ file, change }) => ({
+        file,
+        edit: (text: string) => editFile(text, file, change, input),
+      })),
+      message: (changed) => deploymentCommitMessage(event, deploying, changed, this.options.commitMessage),
+      // A pull request's commit goes to its own branch, alone; the others share commits in a burst.
+      ...(pullRequest ? { pushTo: pullRequest.branch } : { groupMessage: groupCommitMessage }),
       ...(target.dryRun ? { dryRun: true } : {}),
       signal,
     });
-    const gitCommit = change.commit;
+    let gitCommit = change.commit;
     progress({ gitCommit });
-    if (target.dryRun) return dryRunFinish(target, deploying, change.changes, change.diff ?? "", gitCommit);
-    const wrote = change.committed
-      ? `Committed ${change.changes.join(", ")} in ${target.file} as ${short(gitCommit)}`
-      : `${target.file} already holds ${deploying}; deploying the current head ${short(gitCommit)}`;
+    if (target.dryRun) return dryRunFinish(target, deploying, change.files, change.diff ?? "", gitCommit);
+    const where = target.files.map((f) => f.file).join(", ");
+    let wrote = change.committed
+      ? `Committed ${describeChanges(change.files)} as ${short(gitCommit)}`
+      : `${where} already ${target.files.length > 1 ? "hold" : "holds"} ${deploying}; deploying the current head ${short(gitCommit)}`;
+    if (pullRequest && change.committed) {
+      const delivery = await this.options.pullRequests!.deliver({
+        event,
+        target: { ...target, pullRequest },
+        ...(input.image ? { image: input.image.reference } : {}),
+        commit: gitCommit,
+        files: change.files,
+        deadline,
+        signal,
+        logger,
+      });
+      const opened = describe(delivery.pullRequest);
+      const pushed = `Pushed ${describeChanges(change.files)} as ${short(gitCommit)} to branch ${pullRequest.branch}`;
+      if (delivery.outcome === "opened") {
+        return {
+          status: "succeeded",
+          result: "pass",
+          message: `${pushed} and ${delivery.pullRequest.created ? "opened" : "updated"} ${opened} into ${target.repository.branch}. Not waiting for the merge (pullRequest mode open-only): merging it deploys the change.`,
+          taskData: { gitCommit },
+        };
+      }
+      gitCommit = delivery.commit;
+      progress({ gitCommit });
+      wrote = `${pushed}; ${opened} was merged into ${target.repository.branch} as ${short(gitCommit)}`;
+    }
     logger.info(
       { gitCommit, committed: change.committed, application: target.deploy.application },
       "waiting for the GitOps tool",
@@ -154,26 +190,32 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
 function dryRunFinish(
   target: Target,
   deploying: string,
-  changes: string[],
+  changed: ChangedFile[],
   diff: string,
   head: string,
 ): TaskFinish {
-  const where = `${target.file} on branch ${target.repository.branch} of repository ${target.repository.name}`;
+  const on = `on branch ${target.repository.branch} of repository ${target.repository.name}`;
+  const files = target.files.map((f) => f.file).join(", ");
   const message =
-    changes.length === 0
-      ? `Dry run: ${where} already holds ${deploying} at ${short(head)}; a deployment would commit nothing. Nothing was committed or pushed.`
-      : `Dry run: would commit ${changes.join(", ")} in ${where} on top of ${short(head)}. Nothing was committed or pushed, and ${target.deploy.application} was not synced.\n\n${diff.trimEnd()}`;
+    changed.length === 0
+      ? `Dry run: ${files} ${on} already ${target.files.length > 1 ? "hold" : "holds"} ${deploying} at ${short(head)}; a deployment would commit nothing. Nothing was committed or pushed.`
+      : `Dry run: would commit ${describeChanges(changed)} ${on} on top of ${short(head)}. Nothing was committed or pushed, and ${target.deploy.application} was not synced.\n\n${diff.trimEnd()}`;
   return { status: "succeeded", result: "pass", message, taskData: { gitCommit: head } };
 }
 
+/** `image.tag: 1 -> 2 in a.yaml`, or `...in a.yaml; newTag: 1 -> 2 in b/kustomization.yaml`. */
+function describeChanges(files: ChangedFile[]): string {
+  return files.map((f) => `${f.changes.join(", ")} in ${f.file}`).join("; ");
+}
+
 /**
- * What the edit gets: all of `configurationChange.values`, and the image from `values.image` as the Keptn CLI puts
+ * What the edits get: all of `configurationChange.values`, and the image from `values.image` as the Keptn CLI puts
  * it there. Only the change kinds that write an image need one; for the others an unusable image is left out.
  */
-function editInputOf(event: TriggeredEvent<DeploymentTriggeredData>, change: ChangeSpec): EditInput {
+function editInputOf(event: TriggeredEvent<DeploymentTriggeredData>, files: TargetFile[]): EditInput {
   const values = event.data.configurationChange.values;
   const image = values["image"];
-  if (!needsImage(change)) {
+  if (!files.some(({ change }: { change: ChangeSpec }) => needsImage(change))) {
     try {
       return { values, ...(typeof image === "string" ? { image: parseImageReference(image) } : {}) };
     } catch {

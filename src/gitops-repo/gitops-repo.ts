@@ -10,10 +10,13 @@ export interface RepositoryRef {
   signing?: { format: "ssh" | "openpgp"; key: string };
 }
 
+/** A token that changes over time (a GitHub App's installation token): asked for before each git operation. */
+export type TokenSource = (signal?: AbortSignal) => Promise<string>;
+
 /** HTTPS: a token, sent as `Authorization: Basic base64(username:token)`, or as `Bearer <token>`. */
 export interface TokenAuth {
   username: string;
-  token: string;
+  token: string | TokenSource;
   /** Default `basic`. */
   scheme?: "basic" | "bearer";
 }
@@ -29,19 +32,36 @@ export interface SshAuth {
   };
 }
 
-export interface ChangeRequest {
-  repository: RepositoryRef;
+/** One file of a change: its path and the pure edit of its text. */
+export interface FileEdit {
   /** Path of the file inside the repository (relative, checked not to leave the repository). */
   file: string;
   /** Pure edit of the file's text, applied again on a newer head after a push race. */
   edit(text: string): EditResult;
-  /** The commit message for the changes the edit made. */
-  message(changes: string[]): string;
+}
+
+/** A file a change altered, with the changes as the editors describe them (`image.tag: 1 -> 2`). */
+export interface ChangedFile {
+  file: string;
+  changes: string[];
+}
+
+export interface ChangeRequest {
+  repository: RepositoryRef;
+  /** The files of one deployment: all of them go into the same commit, or none when one of them cannot be edited. */
+  files: FileEdit[];
+  /** The commit message for the files the edits changed (only those, in the order of `files`). */
+  message(changed: ChangedFile[]): string;
   /**
    * The message of one commit holding this change and others queued for the same repository and branch, made from
    * their own messages (in order). Without it the change is committed alone.
    */
   groupMessage?(messages: string[]): string;
+  /**
+   * Push the commit to this branch instead of the repository's branch, replacing what the branch held (a pull
+   * request's branch, which belongs to the service). The commit is still made on the repository's branch head.
+   */
+  pushTo?: string;
   /** Fetch, edit and diff, but commit and push nothing: the outcome carries the diff. */
   dryRun?: boolean;
   signal?: AbortSignal;
@@ -50,10 +70,11 @@ export interface ChangeRequest {
 export interface ChangeOutcome {
   /** The commit that holds the change: the pushed commit, or the head that already had the value. */
   commit: string;
-  /** False when the file already held the requested value and nothing was committed. */
+  /** False when the files already held the requested values and nothing was committed. */
   committed: boolean;
-  changes: string[];
-  /** Dry run only: the unified diff (`git diff`) the edit made to the file; "" when it changed nothing. */
+  /** The files the change altered, in the order of the request; empty when nothing changed. */
+  files: ChangedFile[];
+  /** Dry run only: the unified diff (`git diff`) the edits made; "" when they changed nothing. */
   diff?: string;
 }
 

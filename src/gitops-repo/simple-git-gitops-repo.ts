@@ -9,8 +9,14 @@ import { SigningKeys } from "./commit-signing.js";
 import type { Logger } from "../shared/logger.js";
 import { backoffDelay, withRetry, type RetryPolicy } from "../shared/retry.js";
 import type { SecretRegistry } from "../shared/secrets.js";
-import type { ChangeOutcome, ChangeRequest, GitopsRepo, RepositoryRef, SshAuth } from "./gitops-repo.js";
-import type { EditResult } from "./editors/editors.js";
+import type {
+  ChangedFile,
+  ChangeOutcome,
+  ChangeRequest,
+  GitopsRepo,
+  RepositoryRef,
+  SshAuth,
+} from "./gitops-repo.js";
 import { resolveInsideRepo } from "./repo-path.js";
 
 export interface SimpleGitGitopsRepoOptions {
@@ -171,7 +177,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     const group: Queued[] = [];
     while (queue.length > 0 && group.length < limit) {
       const next = queue[0]!;
-      if (group.length > 0 && !(next.request.groupMessage && group[0]!.request.groupMessage)) break;
+      if (group.length > 0 && !groupsWith(group[0]!.request, next.request)) break;
       queue.shift();
       if (next.request.signal?.aborted) next.reject(next.request.signal.reason);
       else group.push(next);
@@ -196,52 +202,68 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       for (let attempt = 1; ; attempt++) {
         await this.syncToRemote(git, repository, signal);
         const head = (await git.revparse(["HEAD"])).trim();
-        const applied: Array<{ member: Queued; changes: string[] }> = [];
+        const applied: Array<{ member: Queued; files: ChangedFile[] }> = [];
         for (const member of group) {
           if (member.request.signal?.aborted) {
             member.reject(member.request.signal.reason);
             continue;
           }
           try {
-            applied.push({ member, changes: (await this.edit(dir, member.request)).changes });
+            applied.push({ member, files: await this.edit(dir, member.request) });
           } catch (error) {
             member.reject(error);
           }
         }
         group = applied.map((a) => a.member);
-        const changed = applied.filter((a) => a.changes.length > 0);
+        const changed = applied.filter((a) => a.files.length > 0);
         if (changed.length === 0) {
           if (applied.length > 0) {
             this.options.logger.info(
-              { repository: repository.name, commit: head, files: unique(group.map((m) => m.request.file)) },
+              {
+                repository: repository.name,
+                commit: head,
+                files: unique(group.flatMap((m) => m.request.files.map((f) => f.file))),
+              },
               "file already holds the requested value; nothing to commit",
             );
           }
-          for (const member of group) member.resolve({ commit: head, committed: false, changes: [] });
+          for (const member of group) member.resolve({ commit: head, committed: false, files: [] });
           return;
         }
-        const files = unique(changed.map((a) => a.member.request.file));
+        const files = unique(changed.flatMap((a) => a.files.map((f) => f.file)));
         await git.raw(["add", "--verbose", "--", ...files]);
-        const messages = changed.map((a) => a.member.request.message(a.changes));
+        const messages = changed.map((a) => a.member.request.message(a.files));
         const message =
           messages.length === 1 ? messages[0]! : changed[0]!.member.request.groupMessage!(messages);
         await git.commit(message, undefined, { "--no-verify": null });
         const commit = (await git.revparse(["HEAD"])).trim();
+        // A group shares its `pushTo` (groupsWith): a pull request's branch is replaced, never raced for.
+        const pushTo = group[0]!.request.pushTo;
         try {
           await this.run(
             repository,
             "push",
-            () => git.push("origin", `HEAD:refs/heads/${repository.branch}`),
+            () =>
+              pushTo
+                ? git.push("origin", `HEAD:refs/heads/${pushTo}`, ["--force"])
+                : git.push("origin", `HEAD:refs/heads/${repository.branch}`),
             signal,
           );
           this.options.logger.info(
-            { repository: repository.name, commit, files, changes: changed.length, attempt },
+            {
+              repository: repository.name,
+              branch: pushTo ?? repository.branch,
+              commit,
+              files,
+              changes: changed.length,
+              attempt,
+            },
             "pushed commit",
           );
-          // A change that found its value already there (set by the head, or by an earlier change of the group)
+          // A change that found its values already there (set by the head, or by an earlier change of the group)
           // is deployed by the same commit.
-          for (const { member, changes } of applied) {
-            member.resolve({ commit, committed: changes.length > 0, changes });
+          for (const { member, files: changedFiles } of applied) {
+            member.resolve({ commit, committed: changedFiles.length > 0, files: changedFiles });
           }
           return;
         } catch (error) {
@@ -271,32 +293,47 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     const git = await this.git(repository, dir, signal);
     await this.syncToRemote(git, repository, signal);
     const head = (await git.revparse(["HEAD"])).trim();
-    const { changes } = await this.edit(dir, request);
-    if (changes.length === 0) return { commit: head, committed: false, changes, diff: "" };
-    const diff = await git.raw(["diff", "--no-color", "--no-ext-diff", "--", request.file]);
+    const files = await this.edit(dir, request);
+    if (files.length === 0) return { commit: head, committed: false, files, diff: "" };
+    const paths = files.map((f) => f.file);
+    const diff = await git.raw(["diff", "--no-color", "--no-ext-diff", "--", ...paths]);
     await git.reset(["--hard", "HEAD"]);
     this.options.logger.info(
-      { repository: repository.name, commit: head, file: request.file },
+      { repository: repository.name, commit: head, files: paths },
       "dry run: the change was made and diffed, not committed",
     );
-    return { commit: head, committed: false, changes, diff };
+    return { commit: head, committed: false, files, diff };
   }
 
-  /** Reads the file of a change from the clone, edits it, and writes it back when the edit changed something. */
-  private async edit(dir: string, request: ChangeRequest): Promise<EditResult> {
+  /**
+   * Reads the files of a change from the clone and edits them all in memory; only when every edit succeeded are the
+   * changed files written back, so a change whose second file is missing leaves its first file untouched too.
+   */
+  private async edit(dir: string, request: ChangeRequest): Promise<ChangedFile[]> {
     const { repository } = request;
-    const path = await resolveInsideRepo(dir, request.file);
-    const text = await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT" || error.code === "EISDIR") {
-        throw new TerminalError(
-          `${request.file} does not exist on branch ${repository.branch} of ${displayUrl(repository.url)}; create it or fix the target's file template`,
-        );
-      }
-      throw error;
-    });
-    const edited = request.edit(text);
-    if (edited.changes.length > 0) await writeFile(path, edited.text);
-    return edited;
+    const edited: Array<{ path: string; file: string; text: string; changes: string[] }> = [];
+    for (const { file, edit } of request.files) {
+      const path = await resolveInsideRepo(dir, file);
+      // A file named twice is edited on top of its first edit.
+      const earlier = edited.findLast((e) => e.path === path);
+      const text =
+        earlier?.text ??
+        (await readFile(path, "utf8").catch((error: NodeJS.ErrnoException) => {
+          if (error.code === "ENOENT" || error.code === "EISDIR") {
+            throw new TerminalError(
+              `${file} does not exist on branch ${repository.branch} of ${displayUrl(repository.url)}; create it or fix the target's file template`,
+            );
+          }
+          throw error;
+        }));
+      const result = edit(text);
+      edited.push({ path, file, text: result.text, changes: result.changes });
+    }
+    const changed = edited.filter((e) => e.changes.length > 0);
+    for (const path of unique(changed.map((e) => e.path))) {
+      await writeFile(path, edited.findLast((e) => e.path === path)!.text);
+    }
+    return changed.map(({ file, changes }) => ({ file, changes }));
   }
 
   async includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean> {
@@ -437,10 +474,11 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     ];
     const auth = repository.auth;
     if (auth && "token" in auth) {
+      const token = typeof auth.token === "string" ? auth.token : await auth.token(signal);
       const header =
         auth.scheme === "bearer"
-          ? `Bearer ${auth.token}`
-          : `Basic ${Buffer.from(`${auth.username}:${auth.token}`).toString("base64")}`;
+          ? `Bearer ${token}`
+          : `Basic ${Buffer.from(`${auth.username}:${token}`).toString("base64")}`;
       config.push([`http.${repository.url}.extraHeader`, `Authorization: ${header}`]);
     }
     const env: Record<string, string> = {
@@ -544,6 +582,11 @@ interface Queued {
 }
 
 const unique = (values: string[]) => [...new Set(values)];
+
+/** Changes go into one commit when both can be described together and go to the same branch. */
+function groupsWith(first: ChangeRequest, next: ChangeRequest): boolean {
+  return Boolean(first.groupMessage && next.groupMessage) && first.pushTo === next.pushTo;
+}
 
 /**
  * Aborts when every one of `signals` has: a group's git commands go on while one deployment of the group still

@@ -41,8 +41,12 @@ describe("signed commits (real git, ssh-keygen and gpg)", function () {
     };
     const outcome = await repo.applyChange({
       repository,
-      file: "README.md",
-      edit: (text) => ({ text: `${text}\nsigned\n`, changes: ["README.md: a line"] }),
+      files: [
+        {
+          file: "README.md",
+          edit: (text) => ({ text: `${text}\nsigned\n`, changes: ["README.md: a line"] }),
+        },
+      ],
       message: () => "A signed change",
     });
     expect(outcome.committed).to.equal(true);

@@ -36,8 +36,12 @@ describe("HTTPS token schemes (real git over smart HTTP)", function () {
   const change = (repository: RepositoryRef, line: string) =>
     repo.applyChange({
       repository,
-      file: "README.md",
-      edit: (text) => ({ text: `${text}${line}\n`, changes: [`README.md: ${line}`] }),
+      files: [
+        {
+          file: "README.md",
+          edit: (text) => ({ text: `${text}${line}\n`, changes: [`README.md: ${line}`] }),
+        },
+      ],
       message: () => line,
     });
 

@@ -299,8 +299,12 @@ describe("SSH key files of SimpleGitGitopsRepo", function () {
     };
     const outcome = await repo.applyChange({
       repository,
-      file: "README.md",
-      edit: (text) => ({ text: `${text}\nDeployed over SSH.\n`, changes: ["README.md: a line"] }),
+      files: [
+        {
+          file: "README.md",
+          edit: (text) => ({ text: `${text}\nDeployed over SSH.\n`, changes: ["README.md: a line"] }),
+        },
+      ],
       message: () => "Append a line over SSH",
     });
     expect(outcome.committed).to.equal(true);

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -98,7 +98,27 @@ export interface DeploymentWorldOptions {
   maxChangesPerCommit?: number;
   /** The service's `git.dryRun`; default false. Project `sockshop-dryrun` is a dry run either way. */
   dryRun?: boolean;
+  /**
+   * Also a pull-request host (its API simulator) for the repository, served as `sockshop/gitops`: projects
+   * `sockshop-pr*` deploy through pull requests (see `pullRequestTargets`).
+   */
+  pullRequests?: PullRequestHostFactory;
 }
+
+/** The pull-request API the service talks to, as a world starts it over the fixture's bare repository. */
+export interface PullRequestHostWorld {
+  provider: "github" | "gitlab";
+  /** The API root, as `pullRequest.apiUrl`. */
+  apiUrl: string;
+  /** The token the API takes. */
+  token: string;
+  /** A GitHub App the API knows (GitHub only): repository `gitops-app` authenticates with it. */
+  app?: { id: number; installationId: number; privateKey: string };
+  /** The tokens the API issued (GitHub App installation tokens): the git server takes those too. */
+  issuedTokens(): string[];
+  stop(): Promise<void>;
+}
+export type PullRequestHostFactory = (bareDir: string) => Promise<PullRequestHostWorld>;
 
 /** `<service>-dev` for each of `burstServices(count)`: chart `charts/<service>` with `values-dev.yaml`, automated. */
 export function burstApplications(count: number): LabApplication[] {
@@ -248,6 +268,53 @@ interface ServiceConfigValues {
   slowTimeout: string;
   maxChangesPerCommit: number | undefined;
   dryRun: boolean;
+  pullRequests: PullRequestHostWorld | undefined;
+}
+
+/**
+ * The repositories and targets of pull-request mode: `gitops-pr` (a token) and, with a GitHub App, `gitops-app`,
+ * both the fixture's repository served at `/sockshop/gitops.git`, so that its path names it on the host.
+ */
+function pullRequestSections(
+  host: PullRequestHostWorld,
+  prRepoUrl: string,
+): { repositories: string; targets: string } {
+  const pullRequest = `{ provider: ${host.provider}, apiUrl: "${host.apiUrl}", pollInterval: 50ms }`;
+  const target = (project: string, repository: string, extra = "") => `  - match: { project: ${project} }
+    repository: ${repository}
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: lab }
+${extra}`;
+  return {
+    repositories: `  - name: gitops-pr
+    url: ${prRepoUrl}
+    auth: { token: { fromEnv: TEST_GIT_TOKEN } }
+    pullRequest: { provider: ${host.provider}, apiUrl: "${host.apiUrl}", token: { fromEnv: TEST_PR_TOKEN }, pollInterval: 50ms }
+${
+  host.app
+    ? `  - name: gitops-app
+    url: ${prRepoUrl}
+    auth: { githubApp: { appId: ${host.app.id}, installationId: ${host.app.installationId}, privateKey: { fromEnv: TEST_APP_KEY }, apiUrl: "${host.apiUrl}" } }
+    pullRequest: ${pullRequest}
+`
+    : ""
+}`,
+    targets: [
+      target("sockshop-pr", "gitops-pr"),
+      target("sockshop-pr-open", "gitops-pr", "    pullRequest: { mode: open-only }\n"),
+      target("sockshop-pr-auto", "gitops-pr", "    pullRequest: { mode: auto-merge }\n"),
+      target("sockshop-pr-direct", "gitops-pr", "    pullRequest: false\n"),
+      `  - match: { project: sockshop-pr-multi }
+    repository: gitops-pr
+    files:
+      - { file: "charts/{service}/values-{stage}.yaml", change: { kind: helm-values, tag: image.tag } }
+      - { file: "overlays/{stage}/{service}/kustomization.yaml", change: { kind: kustomize-images } }
+    deploy: { tool: argocd, server: lab }
+`,
+      host.app ? target("sockshop-app", "gitops-app") : "",
+    ].join(""),
+  };
 }
 
 function serviceConfig({
@@ -264,7 +331,11 @@ function serviceConfig({
   slowTimeout,
   maxChangesPerCommit,
   dryRun,
+  pullRequests,
 }: ServiceConfigValues): string {
+  const review = pullRequests
+    ? pullRequestSections(pullRequests, repoUrl.replace(/gitops\.git$/, "sockshop/gitops.git"))
+    : { repositories: "", targets: "" };
   return `
 integration: { name: gitops-service }
 http: { host: 127.0.0.1, port: 0 }
@@ -291,7 +362,7 @@ ${maxChangesPerCommit === undefined ? "" : `  maxChangesPerCommit: ${maxChangesP
   - name: gitops-missing
     url: ${repoUrl.replace("gitops.git", "missing.git")}
     auth: { token: { fromEnv: TEST_GIT_TOKEN } }
-argocd:
+${review.repositories}argocd:
   servers:
     - name: lab
       url: ${argoUrl}
@@ -345,7 +416,7 @@ ${
     deploy: { tool: flux, cluster: lab, kind: HelmRelease, name: "no-such-helmrelease" }
 `
     : ""
-}  - match: { project: sockshop, stage: production, service: orders }
+}${review.targets}  - match: { project: sockshop, stage: production, service: orders }
     repository: gitops
     file: "manifests/{stage}/{service}/deployment.yaml"
     change: { kind: manifest-image, container: orders }
@@ -395,6 +466,7 @@ export class DeploymentWorld {
     readonly gitServer: GitHttpServer,
     readonly argo: ArgoCdBackend,
     readonly flux: FluxBackend | undefined,
+    readonly pullRequestHost: PullRequestHostWorld | undefined,
     readonly keptn: NatsConnection,
     readonly answers: EventCollector,
     readonly cacheDir: string,
@@ -409,9 +481,17 @@ export class DeploymentWorld {
       ...(options.flux ? fluxFiles : {}),
       ...options.extraFiles,
     });
+    let pullRequestHost: PullRequestHostWorld | undefined;
+    if (options.pullRequests) {
+      // The same bare repository at /sockshop/gitops.git too: its URL path is its name on the host.
+      await mkdir(join(fixture.root, "repos", "sockshop"));
+      await symlink(fixture.bareDir, join(fixture.root, "repos", "sockshop", "gitops.git"));
+      pullRequestHost = await options.pullRequests(fixture.bareDir);
+    }
     const gitServer = await GitHttpServer.start({
       projectRoot: join(fixture.root, "repos"),
       token: GIT_TOKEN,
+      acceptsToken: (token) => pullRequestHost?.issuedTokens().includes(token) ?? false,
     });
     const repoUrl = gitServer.repoUrl("gitops.git");
     const backend = options.backend ?? simulatorBackend(options.argo);
@@ -427,6 +507,7 @@ export class DeploymentWorld {
       gitServer,
       argo,
       flux,
+      pullRequestHost,
       keptn,
       answers,
       cacheDir,
@@ -454,6 +535,7 @@ export class DeploymentWorld {
         slowTimeout: this.options.slowTimeout ?? "2s",
         maxChangesPerCommit: this.options.maxChangesPerCommit,
         dryRun: this.options.dryRun ?? false,
+        pullRequests: this.pullRequestHost,
       }),
       source: "test config",
       env: {
@@ -466,6 +548,8 @@ export class DeploymentWorld {
         TEST_FLUX_RECEIVER_KEY: this.flux?.receiver?.hmacKey,
         TEST_FLUX_WEBHOOK_TOKEN: this.options.webhooks?.fluxToken ?? "flux-generic-token-unused-7e9a",
         TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
+        TEST_PR_TOKEN: this.pullRequestHost?.token,
+        TEST_APP_KEY: this.pullRequestHost?.app?.privateKey,
       },
     });
     const lines = this.logLines;
@@ -552,6 +636,7 @@ export class DeploymentWorld {
     await this.keptn.close();
     await this.argo.stop();
     await this.flux?.stop();
+    await this.pullRequestHost?.stop();
     await this.gitServer.stop();
     await this.nats.stop();
     await this.fixture.remove();

@@ -21,6 +21,8 @@ export interface GitHttpServerOptions {
    * `authRepoUrl()` put in.
    */
   username?: string;
+  /** More tokens to take, decided per request (e.g. the installation tokens a GitHub simulator issued). */
+  acceptsToken?: (token: string) => boolean;
 }
 
 export interface GitHttpRequestRecord {
@@ -158,7 +160,9 @@ export class GitHttpServer {
     const token = this.options.token;
     if (token === undefined) return true;
     if (credentials === undefined) return false;
-    const passwordOk = constantTimeEqual(credentials.password, token);
+    const passwordOk =
+      constantTimeEqual(credentials.password, token) ||
+      (this.options.acceptsToken?.(credentials.password) ?? false);
     const expectedUser = this.options.username;
     const userOk =
       expectedUser === undefined ||

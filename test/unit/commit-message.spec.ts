@@ -16,12 +16,9 @@ const changes = ["image.tag: 0.13.1 -> 0.13.2"];
 describe("commit messages", () => {
   it("keeps the default message, with the Keptn trailers last", () => {
     expect(
-      deploymentCommitMessage(
-        event,
-        "docker.io/keptnexamples/carts:0.13.2",
-        "charts/carts/values-dev.yaml",
-        changes,
-      ),
+      deploymentCommitMessage(event, "docker.io/keptnexamples/carts:0.13.2", [
+        { file: "charts/carts/values-dev.yaml", changes },
+      ]),
     ).to.equal(`Deploy carts docker.io/keptnexamples/carts:0.13.2 to sockshop/dev
 
 Keptn asked for a deployment of service carts in stage dev of project sockshop.
@@ -35,7 +32,9 @@ Keptn-Triggered-Id: 5f1b7c3e-0a2d-4e8f-9b6a-1c2d3e4f5a6b
 
   it("fills a configured template, labels included, and still adds the trailers", () => {
     const template = "chore({service}): {image} to {stage} [{labels.ticket}]{labels.missing}\n\n{changes}\n";
-    expect(deploymentCommitMessage(event, "carts:0.13.2", "values.yaml", changes, template)).to.equal(
+    expect(
+      deploymentCommitMessage(event, "carts:0.13.2", [{ file: "values.yaml", changes }], template),
+    ).to.equal(
       `chore(carts): carts:0.13.2 to dev [OPS-42]
 
   image.tag: 0.13.1 -> 0.13.2

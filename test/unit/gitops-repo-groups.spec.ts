@@ -26,16 +26,23 @@ const ORDERS_DEV = "charts/orders/values-dev.yaml";
 function tagChange(repository: RepositoryRef, file: string, image: string, id: string): ChangeRequest {
   return {
     repository,
-    file,
-    edit: (text) =>
-      editFile(
-        text,
+    files: [
+      {
         file,
-        { kind: "helm-values", tag: "image.tag" },
-        { image: parseImageReference(image), values: {} },
-      ),
-    message: (changes) =>
-      `Deploy ${image}\n\nChanged in ${file}:\n${changes.map((c) => `  ${c}`).join("\n")}\n\nKeptn-Triggered-Id: ${id}\n`,
+        edit: (text) =>
+          editFile(
+            text,
+            file,
+            { kind: "helm-values", tag: "image.tag" },
+            { image: parseImageReference(image), values: {} },
+          ),
+      },
+    ],
+    message: (changed) =>
+      `Deploy ${image}\n\nChanged in ${file}:\n${changed
+        .flatMap((f) => f.changes)
+        .map((c) => `  ${c}`)
+        .join("\n")}\n\nKeptn-Triggered-Id: ${id}\n`,
     groupMessage: groupCommitMessage,
   };
 }
@@ -103,7 +110,7 @@ describe("SimpleGitGitopsRepo: changes queued together go into one commit (real 
     ]);
     expect(first.commit).to.equal(second.commit).and.to.equal(same.commit);
     expect([first.committed, second.committed, same.committed]).to.deep.equal([true, true, false]);
-    expect(second.changes).to.deep.equal(["image.tag: 1.2.0 -> 1.3.0"]);
+    expect(second.files).to.deep.equal([{ file: CARTS_DEV, changes: ["image.tag: 1.2.0 -> 1.3.0"] }]);
     expect(await readFileAt(fixture.bareDir, "main", CARTS_DEV)).to.include('tag: "1.3.0"');
     const log = await gitLog(fixture.bareDir);
     expect(log).to.have.length(2);

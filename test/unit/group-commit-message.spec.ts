@@ -14,11 +14,11 @@ const event = (service: string, id: string): TriggeredEvent<unknown> => ({
 describe("grouped commit messages", () => {
   it("counts the deployments, lists each message, and ends with one trailer pair per deployment", () => {
     const messages = [
-      deploymentCommitMessage(event("carts", "t1"), "carts:1.0.1", "charts/carts/values-dev.yaml", [
-        "image.tag: 1.0.0 -> 1.0.1",
+      deploymentCommitMessage(event("carts", "t1"), "carts:1.0.1", [
+        { file: "charts/carts/values-dev.yaml", changes: ["image.tag: 1.0.0 -> 1.0.1"] },
       ]),
-      deploymentCommitMessage(event("orders", "t2"), "orders:2.0.0", "charts/orders/values-dev.yaml", [
-        "image.tag: 1.0.0 -> 2.0.0",
+      deploymentCommitMessage(event("orders", "t2"), "orders:2.0.0", [
+        { file: "charts/orders/values-dev.yaml", changes: ["image.tag: 1.0.0 -> 2.0.0"] },
       ]),
     ];
     expect(groupCommitMessage(messages)).to.equal(`Deploy 2 changes from Keptn
@@ -45,7 +45,12 @@ Keptn-Triggered-Id: t2
   it("keeps a one-line template's message as the item", () => {
     const template = "{service}: {image}";
     const messages = ["a", "b"].map((service, i) =>
-      deploymentCommitMessage(event(service, `id${i}`), `${service}:1`, "f.yaml", [], template),
+      deploymentCommitMessage(
+        event(service, `id${i}`),
+        `${service}:1`,
+        [{ file: "f.yaml", changes: [] }],
+        template,
+      ),
     );
     expect(groupCommitMessage(messages)).to.equal(
       "Deploy 2 changes from Keptn\n\n* a: a:1\n\n* b: b:1\n\nKeptn-Context: context-of-id0\nKeptn-Triggered-Id: id0\nKeptn-Context: context-of-id1\nKeptn-Triggered-Id: id1\n",

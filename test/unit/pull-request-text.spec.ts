@@ -181,6 +181,7 @@ describe("pull requests: configuration", () => {
       branchTemplate: "keptn/{project}/{stage}/{service}",
       mode: "wait-for-merge",
       mergeMethod: "merge",
+      pollInterval: 30_000,
     });
   });
 

@@ -11,13 +11,15 @@ import type {
 } from "./pull-request-host.js";
 import { callWithPolicy, DEFAULT_REQUEST_POLICY, RateLimitedError, retryAfterMs } from "./request-policy.js";
 import type { RequestPolicy } from "./request-policy.js";
+import type { TokenSource } from "../gitops-repo.js";
 
 export interface GitHubPullRequestHostOptions {
   /** The name of the repository in the configuration, for messages. */
   repositoryName: string;
   owner: string;
   repo: string;
-  token: string;
+  /** A token, or where to get the current one (a GitHub App's installation token) before each call. */
+  token: string | TokenSource;
   /** `https://api.github.com` (default), or GitHub Enterprise Server's `https://<host>/api/v3`. */
   apiUrl?: string;
   requestTimeoutMs?: number;
@@ -61,13 +63,19 @@ export class GitHubPullRequestHost implements PullRequestHost {
   constructor(private readonly options: GitHubPullRequestHostOptions) {
     this.apiUrl = (options.apiUrl ?? "https://api.github.com").replace(/\/+$/, "");
     this.policy = options.policy ?? DEFAULT_REQUEST_POLICY;
+    const { token } = options;
     this.octokit = new Octokit({
-      auth: options.token,
+      ...(typeof token === "string" ? { auth: token } : {}),
       baseUrl: this.apiUrl,
       userAgent: "keptn-gitops-service",
       request: { ...(options.fetch ? { fetch: options.fetch } : {}) },
       log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
     });
+    if (typeof token !== "string") {
+      this.octokit.hook.before("request", async (request) => {
+        request.headers.authorization = `token ${await token(request.request?.signal ?? undefined)}`;
+      });
+    }
   }
 
   async ensurePullRequest(draft: PullRequestDraft, signal?: AbortSignal): Promise<OpenedPullRequest> {

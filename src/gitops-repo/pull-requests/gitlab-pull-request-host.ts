@@ -11,13 +11,15 @@ import type {
 } from "./pull-request-host.js";
 import { callWithPolicy, DEFAULT_REQUEST_POLICY, RateLimitedError, retryAfterMs } from "./request-policy.js";
 import type { RequestPolicy } from "./request-policy.js";
+import type { TokenSource } from "../gitops-repo.js";
 
 export interface GitLabPullRequestHostOptions {
   /** The name of the repository in the configuration, for messages. */
   repositoryName: string;
   /** `namespace/project`, subgroups included; sent URL-encoded as the project id. */
   projectPath: string;
-  token: string;
+  /** A token, or where to get the current one before each call. */
+  token: string | TokenSource;
   /** `PRIVATE-TOKEN` (personal, project and group access tokens; default) or `Authorization: Bearer` (OAuth). */
   tokenHeader?: "private-token" | "bearer";
   /** The API root, e.g. `https://gitlab.com/api/v4` (default) or `https://gitlab.example.com/api/v4`. */
@@ -219,10 +221,12 @@ export class GitLabPullRequestHost implements PullRequestHost {
   ): Promise<unknown> {
     const url = `${this.project}${path}`;
     const timeout = AbortSignal.timeout(this.options.requestTimeoutMs ?? 30_000);
+    const { token: source } = this.options;
+    const token = typeof source === "string" ? source : await source(signal);
     const auth: Record<string, string> =
       this.options.tokenHeader === "bearer"
-        ? { authorization: `Bearer ${this.options.token}` }
-        : { "private-token": this.options.token };
+        ? { authorization: `Bearer ${token}` }
+        : { "private-token": token };
     let response: Response;
     try {
       response = await this.fetch(url, {

@@ -5,6 +5,7 @@ import type { PullRequestHost, PullRequestProvider } from "./pull-request-host.j
 import { parseRepositoryUrl } from "./repository-url.js";
 import type { RepositoryLocation } from "./repository-url.js";
 import type { RequestPolicy } from "./request-policy.js";
+import type { TokenSource } from "../gitops-repo.js";
 import type { PullRequestConfig } from "./schema.js";
 
 /** Which API a repository's pull requests go to, and where the repository is in it. */
@@ -31,7 +32,7 @@ interface ProviderEntry {
     repository: { name: string },
     target: PullRequestTarget,
     config: Pick<PullRequestConfig, "tokenHeader">,
-    token: string,
+    token: string | TokenSource,
     dependencies: HostDependencies,
   ): PullRequestHost;
 }
@@ -114,7 +115,7 @@ export function choosePullRequestTarget(
 export function createPullRequestHost(
   repository: { name: string; url: string },
   config: Pick<PullRequestConfig, "provider" | "apiUrl" | "tokenHeader">,
-  token: string,
+  token: string | TokenSource,
   dependencies: HostDependencies = {},
 ): PullRequestHost {
   const target = choosePullRequestTarget(repository, config);

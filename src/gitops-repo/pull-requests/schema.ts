@@ -1,9 +1,19 @@
 import { z } from "zod";
-import { secretRefSchema } from "../../config/schema.js";
+import { secretRefSchema } from "../../config/secret-ref.js";
+import { durationSchema } from "../../shared/duration.js";
 import { branchTemplateProblems, DEFAULT_BRANCH_TEMPLATE } from "./pull-request-text.js";
 
 export const pullRequestModeSchema = z.enum(["wait-for-merge", "auto-merge", "open-only"]);
 export type PullRequestMode = z.infer<typeof pullRequestModeSchema>;
+
+/** A branch name with `{project}`, `{stage}` and `{service}`. */
+const branchTemplateSchema = z
+  .string()
+  .min(1)
+  .superRefine((template, context) => {
+    for (const problem of branchTemplateProblems(template))
+      context.addIssue({ code: "custom", message: problem });
+  });
 
 export const pullRequestProviderSchema = z.enum(["github", "gitlab"]);
 
@@ -20,19 +30,15 @@ export const pullRequestConfigSchema = z
      * Default: api.github.com / gitlab.com, or `https://<host>/api/v3` / `/api/v4` of the repository's host.
      */
     apiUrl: z.url({ protocol: /^https?$/, error: "give the API root as an http(s) URL" }).optional(),
-    /** A token that may open and merge pull requests (GitHub: pull requests read/write; GitLab: `api` scope). */
-    token: secretRefSchema,
+    /**
+     * A token that may open and merge pull requests (GitHub: pull requests read/write; GitLab: `api` scope). Not
+     * needed with `auth.githubApp`: the app's installation token is used.
+     */
+    token: secretRefSchema.optional(),
     /** GitLab only: `private-token` (personal/project/group access tokens) or `bearer` (OAuth tokens). */
     tokenHeader: z.enum(["private-token", "bearer"]).default("private-token"),
     /** The branch of each target; `{project}`, `{stage}` and `{service}` are filled in. */
-    branchTemplate: z
-      .string()
-      .min(1)
-      .default(DEFAULT_BRANCH_TEMPLATE)
-      .superRefine((template, context) => {
-        for (const problem of branchTemplateProblems(template))
-          context.addIssue({ code: "custom", message: problem });
-      }),
+    branchTemplate: branchTemplateSchema.default(DEFAULT_BRANCH_TEMPLATE),
     /**
      * `wait-for-merge`: the deployment waits until someone merges, then for the sync of the merge commit;
      * `auto-merge`: the same, and the host merges when the checks pass (GitLab only);
@@ -41,6 +47,10 @@ export const pullRequestConfigSchema = z
     mode: pullRequestModeSchema.default("wait-for-merge"),
     /** How the service merges, where it merges (auto-merge): a merge commit or one squashed commit. */
     mergeMethod: z.enum(["merge", "squash"]).default("merge"),
+    /** How often a waiting deployment reads its pull request (`wait-for-merge`, `auto-merge`). */
+    pollInterval: durationSchema
+      .refine((ms) => ms >= 50, 'read the pull request at most every 50ms (e.g. "30s")')
+      .default(30_000),
   })
   .superRefine((config, context) => {
     if (config.provider === "github" && config.mode === "auto-merge") {
@@ -54,4 +64,19 @@ export const pullRequestConfigSchema = z
   });
 
 export type PullRequestConfig = z.infer<typeof pullRequestConfigSchema>;
+
+/**
+ * `targets[].pullRequest`: `false` pushes this target's changes to the branch even though its repository has
+ * `pullRequest`; an object overrides the repository's mode or branch template for this target.
+ */
+export const targetPullRequestSchema = z.union(
+  [
+    z.literal(false),
+    z.strictObject({
+      mode: pullRequestModeSchema.optional(),
+      branchTemplate: branchTemplateSchema.optional(),
+    }),
+  ],
+  { error: "targets[].pullRequest is false, or { mode, branchTemplate } to override the repository's" },
+);
 export type PullRequestConfigInput = z.input<typeof pullRequestConfigSchema>;

@@ -21,6 +21,11 @@ export interface SimulatedProject {
   defaultBranch?: string;
   /** what `http_url_to_repo` reports (e.g. the GitHttpServer URL the service pushes to) */
   httpUrlToRepo?: string;
+  /**
+   * The project has CI: a new merge request starts with a running head pipeline (default false: no pipeline until
+   * `setPipeline`).
+   */
+  pipelineOnOpen?: boolean;
   /** the project setting "Pipelines must succeed" (default false) */
   onlyAllowMergeIfPipelineSucceeds?: boolean;
 }
@@ -674,7 +679,8 @@ export class GitLabSimulator {
       squash: booleanParam(params, "squash") ?? false,
       removeSourceBranch: booleanParam(params, "remove_source_branch") ?? null,
       labels: labelsParam(params, "labels") ?? [],
-      pipeline: "none",
+      // A project with CI runs a pipeline for each new merge request; tests finish it with setPipeline.
+      pipeline: project.config.pipelineOnOpen ? "running" : "none",
       mergeError: null,
     };
     project.mergeRequests.push(mr);
