@@ -4,6 +4,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { loadConfig } from "../../src/config/load-config.js";
+import { TargetResolver } from "../../src/deployments/targets.js";
 import type { RepositoryRef } from "../../src/gitops-repo/gitops-repo.js";
 import type { SimpleGitGitopsRepo } from "../../src/gitops-repo/simple-git-gitops-repo.js";
 import { TerminalError } from "../../src/shared/errors.js";
@@ -32,13 +34,21 @@ describe("signed commits (real git, ssh-keygen and gpg)", function () {
     await rm(dir, { recursive: true, force: true });
   });
 
+  /** Commits through the configuration, as the service does: `repositories[].signing` read, the target resolved. */
   const commitWith = async (signing: RepositoryRef["signing"]) => {
-    const repository: RepositoryRef = {
-      name: "gitops",
-      url: `file://${fixture.bareDir}`,
-      branch: "main",
-      ...(signing ? { signing } : {}),
-    };
+    const config = loadConfig({
+      text: `
+repositories:
+  - name: gitops
+    url: "file://${fixture.bareDir}"
+${signing ? `    signing: { format: ${signing.format}, key: { fromEnv: SIGNING_KEY } }\n` : ""}argocd: { servers: [{ name: main, url: "https://argocd.example.com", token: { fromEnv: T } }] }
+targets:
+  - { repository: gitops, file: README.md, change: { kind: values-merge }, deploy: { tool: argocd, server: main } }
+`,
+      source: "config.yaml",
+      env: { T: "argo-token-123", ...(signing ? { SIGNING_KEY: signing.key } : {}) },
+    });
+    const { repository } = new TargetResolver(config).resolve({ project: "p", stage: "s", service: "x" });
     const outcome = await repo.applyChange({
       repository,
       files: [

@@ -79,3 +79,114 @@ targets:
     );
   });
 });
+
+describe("configuration of pull requests, GitHub Apps and several files", () => {
+  const APP_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n";
+  const config = (repository: string, target = "") => `
+repositories:
+  - name: gitops
+    url: "https://github.com/sockshop/gitops.git"
+${repository}
+argocd: { servers: [{ name: main, url: "https://argocd.example.com", token: { fromEnv: T } }] }
+targets:
+  - repository: gitops
+    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }
+    deploy: { tool: argocd, server: main }
+${target}`;
+  const problems = (repository: string, target = "") => {
+    try {
+      loadConfig({
+        text: config(repository, target),
+        source: "config.yaml",
+        env: { T: "argo-token-123", GIT: "git-token-456", PR: "pr-token-789", APP_KEY },
+      });
+      return [];
+    } catch (error) {
+      return (error as ConfigError).problems;
+    }
+  };
+
+  it("reads pullRequest with its token and defaults, and a GitHub App's key", () => {
+    const loaded = loadConfig({
+      text: config(`    auth: { githubApp: { appId: 12, installationId: 34, privateKey: { fromEnv: APP_KEY } } }
+    pullRequest: { mode: open-only }`),
+      source: "config.yaml",
+      env: { T: "argo-token-123", APP_KEY },
+    });
+    expect(loaded.repositories[0]?.auth).to.deep.equal({
+      githubApp: { appId: 12, installationId: 34, privateKey: APP_KEY },
+    });
+    expect(loaded.repositories[0]?.pullRequest).to.deep.equal({
+      mode: "open-only",
+      tokenHeader: "private-token",
+      branchTemplate: "keptn/{project}/{stage}/{service}",
+      mergeMethod: "merge",
+      pollInterval: 30_000,
+    });
+    const withToken = loadConfig({
+      text: config(`    auth: { token: { fromEnv: GIT } }
+    pullRequest: { token: { fromEnv: PR } }`),
+      source: "config.yaml",
+      env: { T: "argo-token-123", GIT: "git-token-456", PR: "pr-token-789" },
+    });
+    expect(withToken.repositories[0]?.pullRequest?.token).to.equal("pr-token-789");
+  });
+
+  it("says what is missing or contradictory", () => {
+    expect(
+      problems("    auth: { token: { fromEnv: GIT } }\n    pullRequest: { mode: open-only }"),
+    ).to.deep.equal([
+      "repositories.0.pullRequest.token: give a token that may open and merge pull requests (or use auth.githubApp on GitHub)",
+    ]);
+    expect(
+      problems(
+        "    auth: { token: { fromEnv: GIT }, githubApp: { appId: 1, installationId: 2, privateKey: { fromEnv: APP_KEY } } }",
+      ).join("\n"),
+    ).to.include("not token and githubApp");
+    expect(
+      problems("    auth: { githubApp: { appId: 1, installationId: 2, privateKey: { fromEnv: GIT } } }"),
+    ).to.deep.equal([
+      "repositories.0.auth.githubApp.privateKey: the secret is not a PEM private key; give the .pem file GitHub generated for the app",
+    ]);
+    expect(
+      problems("    auth: { token: { fromEnv: GIT } }", "    pullRequest: { mode: open-only }\n"),
+    ).to.deep.equal([
+      'targets.0.pullRequest: repository "gitops" has no pullRequest section to open pull requests with; add one there',
+    ]);
+    expect(
+      problems(
+        "    auth: { token: { fromEnv: GIT } }\n    pullRequest: { provider: gitlab, token: { fromEnv: PR } }",
+      ),
+    ).to.deep.equal([]);
+    const oneSegment = config(
+      "    auth: { token: { fromEnv: GIT } }\n    pullRequest: { provider: github, token: { fromEnv: PR } }",
+    ).replace("github.com/sockshop/gitops.git", "git.example.com/gitops.git");
+    expect(() => loadConfig({ text: oneSegment, source: "c", env: { T: "a", GIT: "b", PR: "c" } })).to.throw(
+      'repositories.0.pullRequest: a GitHub repository URL ends in <owner>/<repo>, not "gitops"',
+    );
+  });
+
+  it("takes files instead of file and change, and checks each path", () => {
+    const text = config("    auth: { token: { fromEnv: GIT } }").replace(
+      `    file: "charts/{service}/values-{stage}.yaml"
+    change: { kind: helm-values, tag: image.tag }`,
+      `    files:
+      - { file: "charts/{service}/values-{stage}.yaml", change: { kind: helm-values, tag: image.tag } }
+      - { file: "../outside/{servce}.yaml", change: { kind: kustomize-images } }`,
+    );
+    expect(() => loadConfig({ text, source: "c", env: { T: "a", GIT: "b" } }))
+      .to.throw("targets.0.files.1.file: unknown placeholder {servce}")
+      .with.property("problems")
+      .that.includes(
+        'targets.0.files.1.file: "../outside/{servce}.yaml" leaves the repository; use a path relative to the repository root',
+      );
+    const both = config("    auth: { token: { fromEnv: GIT } }").replace(
+      "    deploy: { tool: argocd, server: main }",
+      "    files: [{ file: a.yaml, change: { kind: kustomize-images } }]\n    deploy: { tool: argocd, server: main }",
+    );
+    expect(() => loadConfig({ text: both, source: "c", env: { T: "a", GIT: "b" } })).to.throw(
+      "targets.0.files: give file and change, or files, not both",
+    );
+  });
+});

@@ -134,6 +134,52 @@ describe("SimpleGitGitopsRepo: changes queued together go into one commit (real 
     await single.close();
   });
 
+  it("commits several files of one change together, and none of them when one cannot be edited", async () => {
+    const both = tagChange(repository, CARTS_DEV, "carts:2.0.0", "m1");
+    const orders = tagChange(repository, ORDERS_DEV, "orders:2.0.0", "m1");
+    const outcome = await repo.applyChange({ ...both, files: [...both.files, ...orders.files] });
+    expect(outcome.files.map((f) => f.file)).to.deep.equal([CARTS_DEV, ORDERS_DEV]);
+    const changed = await git([
+      "--git-dir",
+      fixture.bareDir,
+      "show",
+      "--name-only",
+      "--format=",
+      outcome.commit,
+    ]);
+    expect(changed.trim().split("\n")).to.deep.equal([CARTS_DEV, ORDERS_DEV]);
+
+    const head = (await gitLog(fixture.bareDir))[0]!.sha;
+    const broken = tagChange(repository, CARTS_DEV, "carts:2.1.0", "m2");
+    const missing = tagChange(repository, "charts/carts/no-such-values.yaml", "carts:2.1.0", "m2");
+    const refused = await repo
+      .applyChange({ ...broken, files: [...broken.files, ...missing.files] })
+      .catch((e: unknown) => e);
+    expect(String(refused)).to.include("no-such-values.yaml does not exist on branch main");
+    // the next change of the same clone commits only its own edit: the first file of the refused one was not written
+    const next = await repo.applyChange(tagChange(repository, ORDERS_DEV, "orders:2.1.0", "m3"));
+    expect((await gitLog(fixture.bareDir))[1]!.sha).to.equal(head);
+    expect(await readFileAt(fixture.bareDir, next.commit, CARTS_DEV)).to.include('tag: "2.0.0"');
+  });
+
+  it("pushes a change with pushTo to that branch, made on the head of main, replacing what the branch held", async () => {
+    const main = (await gitLog(fixture.bareDir))[0]!.sha;
+    const first = await repo.applyChange({
+      ...tagChange(repository, CARTS_DEV, "carts:3.0.0", "b1"),
+      pushTo: "keptn/sockshop/dev/carts",
+    });
+    const second = await repo.applyChange({
+      ...tagChange(repository, CARTS_DEV, "carts:3.1.0", "b2"),
+      pushTo: "keptn/sockshop/dev/carts",
+    });
+    expect((await gitLog(fixture.bareDir))[0]!.sha, "main is untouched").to.equal(main);
+    const branch = await gitLog(fixture.bareDir, "keptn/sockshop/dev/carts");
+    expect(branch[0]!.sha).to.equal(second.commit);
+    expect(branch[1]!.sha, "the second commit replaced the first, on top of main").to.equal(main);
+    expect(first.commit).not.to.equal(second.commit);
+    expect(await readFileAt(fixture.bareDir, second.commit, CARTS_DEV)).to.include('tag: "3.1.0"');
+  });
+
   it("does a dry run: the diff of the file, the head as the commit, nothing pushed", async () => {
     const before = await gitLog(fixture.bareDir);
     const outcome = await repo.applyChange({
