@@ -12,6 +12,7 @@ import {
   type SecretRef,
 } from "./schema.js";
 import { choosePullRequestTarget } from "../gitops-repo/pull-requests/pull-request-hosts.js";
+import type { PullRequestProvider } from "../gitops-repo/pull-requests/pull-request-host.js";
 import type { PullRequestConfig } from "../gitops-repo/pull-requests/schema.js";
 import { errorMessage } from "../shared/errors.js";
 
@@ -144,7 +145,10 @@ export function loadConfig(options: LoadConfigOptions): AppConfig {
       }
     }
     problems.push(...urlAuthProblems(repo, `repositories.${i}`));
-    problems.push(...pullRequestProblems(repo, `repositories.${i}`, secretAt));
+    const targetModes = list(raw["targets"])
+      .filter((target) => target["repository"] === repo["name"] && isRecord(target["pullRequest"]))
+      .map((target) => (target["pullRequest"] as Record<string, unknown>)["mode"]);
+    problems.push(...pullRequestProblems(repo, `repositories.${i}`, secretAt, targetModes));
     if (!isRecord(repo["auth"])) return;
     secretAt(repo["auth"]["token"], `repositories.${i}.auth.token`);
     const app = repo["auth"]["githubApp"];
@@ -443,6 +447,8 @@ function pullRequestProblems(
   repo: Record<string, unknown>,
   path: string,
   secretAt: (value: unknown, path: string) => string,
+  /** The `pullRequest.mode` overrides of the repository's targets. */
+  targetModes: unknown[],
 ): string[] {
   const pullRequest = repo["pullRequest"];
   if (!isRecord(pullRequest)) return [];
@@ -453,24 +459,35 @@ function pullRequestProblems(
       `${path}.pullRequest.token: give a token that may open and merge pull requests (or use auth.githubApp on GitHub)`,
     ];
   }
-  if (app && pullRequest["token"] === undefined && pullRequest["provider"] === "gitlab") {
-    return [`${path}.pullRequest.token: a GitHub App's token does not work with GitLab; give a GitLab token`];
-  }
   const provider = pullRequest["provider"];
   const apiUrl = pullRequest["apiUrl"];
   if (typeof repo["url"] !== "string" || typeof repo["name"] !== "string") return [];
+  let chosen: PullRequestProvider;
   try {
-    choosePullRequestTarget(
+    chosen = choosePullRequestTarget(
       { name: repo["name"], url: repo["url"] },
       {
         ...(provider === "github" || provider === "gitlab" ? { provider } : {}),
         ...(typeof apiUrl === "string" ? { apiUrl } : {}),
       },
-    );
+    ).provider;
   } catch (error) {
     return [`${path}.pullRequest: ${errorMessage(error)}`];
   }
-  return [];
+  const problems: string[] = [];
+  if (app && pullRequest["token"] === undefined && chosen === "gitlab") {
+    problems.push(
+      `${path}.pullRequest.token: a GitHub App's token does not work with GitLab; give a GitLab token`,
+    );
+  }
+  // An explicit `provider: github` with `mode: auto-merge` is already refused by the schema.
+  const modes = [...(provider === "github" ? [] : [pullRequest["mode"]]), ...targetModes];
+  if (chosen === "github" && modes.includes("auto-merge")) {
+    problems.push(
+      `${path}.pullRequest: the pull requests are on GitHub, whose REST API cannot turn on auto-merge; use mode "wait-for-merge" (with auto-merge enabled in the repository settings) or "open-only"`,
+    );
+  }
+  return problems;
 }
 
 function duplicates(names: string[]): string[] {

@@ -436,7 +436,7 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
               throw new TerminalError(
                 ssh
                   ? `git ${what} of ${url} was refused: the server did not accept the SSH key; check the key of repository "${repository.name}" (repositories[].auth.ssh.privateKey): its public key must be authorized for the user of the URL`
-                  : `git ${what} of ${url} was refused: the credentials were rejected; check the token of repository "${repository.name}" (repositories[].auth.token)`,
+                  : `git ${what} of ${url} was refused: the credentials were rejected; check the ${repository.auth && "token" in repository.auth && typeof repository.auth.token !== "string" ? `GitHub App of repository "${repository.name}" (repositories[].auth.githubApp: installed on the repository, with Contents read and write)` : `token of repository "${repository.name}" (repositories[].auth.token)`}`,
               );
             case "host-key":
               throw new TerminalError(

@@ -410,27 +410,6 @@ for (const kind of HOSTS) {
         expect((await reviewer.list()).find((p) => p.number === review.number)!.state).to.equal("merged");
       });
     } else {
-      it("auto-merge: refused on GitHub (no REST auto-merge) before anything is pushed", async () => {
-        const { id } = world().trigger({
-          project: "sockshop-pr-auto",
-          stage: "production",
-          image: "docker.io/keptnexamples/carts:0.17.0",
-        });
-        const { finished } = await world().answersFor(id);
-        expect(finished.data).to.include({ status: "errored", result: "fail" });
-        expect(finished.data.message).to.include(
-          'whose REST API cannot turn on auto-merge; use mode "wait-for-merge"',
-        );
-        const branches = await git([
-          "--git-dir",
-          world().fixture.bareDir,
-          "branch",
-          "--list",
-          "keptn/sockshop-pr-auto/*",
-        ]);
-        expect(branches.trim()).to.equal("");
-      });
-
       it("a GitHub App: git pushes and the pull request use installation tokens, which never show in events or logs", async () => {
         const { id } = world().trigger({
           project: "sockshop-app",

@@ -303,7 +303,10 @@ ${
     targets: [
       target("sockshop-pr", "gitops-pr"),
       target("sockshop-pr-open", "gitops-pr", "    pullRequest: { mode: open-only }\n"),
-      target("sockshop-pr-auto", "gitops-pr", "    pullRequest: { mode: auto-merge }\n"),
+      // GitHub has no auto-merge through REST: the configuration refuses it there.
+      host.provider === "gitlab"
+        ? target("sockshop-pr-auto", "gitops-pr", "    pullRequest: { mode: auto-merge }\n")
+        : "",
       target("sockshop-pr-direct", "gitops-pr", "    pullRequest: false\n"),
       `  - match: { project: sockshop-pr-multi }
     repository: gitops-pr

@@ -167,6 +167,23 @@ ${target}`;
     );
   });
 
+  it("finds the host from the URL: auto-merge refused on GitHub, a GitHub App refused for GitLab", () => {
+    expect(
+      problems(
+        "    auth: { token: { fromEnv: GIT } }\n    pullRequest: { token: { fromEnv: PR } }",
+        "    pullRequest: { mode: auto-merge }\n",
+      ),
+    ).to.deep.equal([
+      'repositories.0.pullRequest: the pull requests are on GitHub, whose REST API cannot turn on auto-merge; use mode "wait-for-merge" (with auto-merge enabled in the repository settings) or "open-only"',
+    ]);
+    const gitlab = config(
+      "    auth: { githubApp: { appId: 1, installationId: 2, privateKey: { fromEnv: APP_KEY } } }\n    pullRequest: {}",
+    ).replace("github.com/sockshop", "gitlab.com/sockshop");
+    expect(() => loadConfig({ text: gitlab, source: "c", env: { T: "a", APP_KEY } })).to.throw(
+      "repositories.0.pullRequest.token: a GitHub App's token does not work with GitLab; give a GitLab token",
+    );
+  });
+
   it("takes files instead of file and change, and checks each path", () => {
     const text = config("    auth: { token: { fromEnv: GIT } }").replace(
       `    file: "charts/{service}/values-{stage}.yaml"
