@@ -15,7 +15,7 @@ import { DeadlineExceededError, DeploymentFailedError, TerminalError } from "../
 import { formatDuration } from "../shared/duration.js";
 import { watcherKey, type SyncWatcher } from "../sync/sync-watcher.js";
 import { deploymentCommitMessage, groupCommitMessage } from "./commit-message.js";
-import { describe, type PullRequestDelivery } from "./pull-request-delivery.js";
+import type { PullRequestDelivery } from "./pull-request-delivery.js";
 import type { Target, TargetFile, TargetResolver } from "./targets.js";
 
 export interface DeploymentHandlerOptions {
@@ -126,7 +126,7 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
         signal,
         logger,
       });
-      const opened = describe(delivery.pullRequest);
+      const opened = delivery.named;
       const pushed = `Pushed ${describeChanges(change.files)} as ${short(gitCommit)} to branch ${pullRequest.branch}`;
       if (delivery.outcome === "opened") {
         return {

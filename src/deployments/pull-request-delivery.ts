@@ -6,6 +6,7 @@ import {
   pullRequestTitle,
   type OpenedPullRequest,
   type PullRequestHost,
+  type PullRequestProvider,
   type PullRequestStatus,
 } from "../gitops-repo/pull-requests/index.js";
 import {
@@ -20,9 +21,9 @@ import type { Logger } from "../shared/logger.js";
 import type { Target, TargetPullRequest } from "./targets.js";
 
 /** What a deployment through a pull request came to: opened (open-only), or merged into the target's branch. */
-export type Delivery =
-  | { outcome: "opened"; pullRequest: OpenedPullRequest }
-  | { outcome: "merged"; pullRequest: OpenedPullRequest; commit: string };
+export type Delivery = { pullRequest: OpenedPullRequest; named: string } & (
+  { outcome: "opened" } | { outcome: "merged"; commit: string }
+);
 
 export interface DeliveryRequest {
   event: TriggeredEvent<unknown>;
@@ -99,36 +100,36 @@ export class PullRequestDelivery {
         `Pushed ${short(commit)} to branch ${branch}, but could not open its pull request: ${errorMessage(error)}`,
       );
     }
+    const named = describe(host.provider, opened);
     request.logger.info(
       { pullRequest: opened.number, url: opened.url, created: opened.created, branch, commit },
       opened.created ? "opened pull request" : "updated the open pull request",
     );
-    if (mode === "open-only") return { outcome: "opened", pullRequest: opened };
+    if (mode === "open-only") return { outcome: "opened", pullRequest: opened, named };
     if (mode === "auto-merge") {
       const asked = await host
         .enableAutoMerge(opened.number, { method: target.pullRequest.mergeMethod, sha: commit }, signal)
         .catch((error: unknown) => {
-          throw this.rewrap(
-            error,
-            `${describe(opened)}: could not turn on auto-merge: ${errorMessage(error)}`,
-          );
+          throw this.rewrap(error, `${named}: could not turn on auto-merge: ${errorMessage(error)}`);
         });
-      if (asked.outcome === "merged") return { outcome: "merged", pullRequest: opened, commit: asked.commit };
+      if (asked.outcome === "merged")
+        return { outcome: "merged", pullRequest: opened, named, commit: asked.commit };
       if (asked.outcome === "not-mergeable") {
-        throw new DeploymentFailedError(`${describe(opened)} cannot be merged: ${asked.reason}`, {
+        throw new DeploymentFailedError(`${named} cannot be merged: ${asked.reason}`, {
           taskData: { gitCommit: commit },
         });
       }
-      if (asked.outcome === "head-moved") throw superseded(opened, commit, undefined);
+      if (asked.outcome === "head-moved") throw superseded(named, commit, undefined);
     }
-    const mergeCommit = await this.waitForMerge(host, opened, request);
-    return { outcome: "merged", pullRequest: opened, commit: mergeCommit };
+    const mergeCommit = await this.waitForMerge(host, opened, named, request);
+    return { outcome: "merged", pullRequest: opened, named, commit: mergeCommit };
   }
 
   /** Reads the pull request every `pollInterval` until it is merged (its merge commit), closed, or replaced. */
   private async waitForMerge(
     host: PullRequestHost,
     opened: OpenedPullRequest,
+    named: string,
     { commit, deadline, signal, logger, target }: DeliveryRequest,
   ): Promise<string> {
     let lastSeen = "open";
@@ -137,8 +138,7 @@ export class PullRequestDelivery {
       try {
         status = await host.get(opened.number, signal);
       } catch (error) {
-        if (!(error instanceof RetryableError))
-          throw this.rewrap(error, `${describe(opened)}: ${errorMessage(error)}`);
+        if (!(error instanceof RetryableError)) throw this.rewrap(error, `${named}: ${errorMessage(error)}`);
         // Rate limits and outages beyond the host's own retries: keep waiting, the deadline ends it.
         lastSeen = `not readable (${errorMessage(error)})`;
         logger.warn(
@@ -147,16 +147,16 @@ export class PullRequestDelivery {
         );
       }
       if (status) {
-        if (status.headSha && status.headSha !== commit) throw superseded(opened, commit, status.headSha);
+        if (status.headSha && status.headSha !== commit) throw superseded(named, commit, status.headSha);
         if (status.state === "merged") {
           if (!status.mergeCommit)
-            throw new TerminalError(`${describe(opened)} is merged, but the host names no merge commit`);
+            throw new TerminalError(`${named} is merged, but the host names no merge commit`);
           logger.info({ pullRequest: opened.number, mergeCommit: status.mergeCommit }, "pull request merged");
           return status.mergeCommit;
         }
         if (status.state === "closed") {
           throw new DeploymentFailedError(
-            `${describe(opened)} was closed without merging; ${short(commit)} was not deployed`,
+            `${named} was closed without merging; ${short(commit)} was not deployed`,
             { taskData: { gitCommit: commit } },
           );
         }
@@ -165,7 +165,7 @@ export class PullRequestDelivery {
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new DeadlineExceededError(
-          `${describe(opened)} was not merged within ${formatDuration(target.timeoutMs)} (last seen: ${lastSeen}); it stays open`,
+          `${named} was not merged within ${formatDuration(target.timeoutMs)} (last seen: ${lastSeen}); it stays open`,
           { taskData: { gitCommit: commit } },
         );
       }
@@ -188,18 +188,16 @@ export class PullRequestDelivery {
   }
 }
 
-/** `pull request #12 (https://...)`; GitLab's are merge requests, `!12`. */
-export function describe(pullRequest: OpenedPullRequest): string {
-  return `pull request #${pullRequest.number} (${pullRequest.url})`;
+/** `pull request #12 (https://...)` on GitHub, `merge request !12 (https://...)` on GitLab. */
+function describe(provider: PullRequestProvider, pullRequest: OpenedPullRequest): string {
+  return provider === "gitlab"
+    ? `merge request !${pullRequest.number} (${pullRequest.url})`
+    : `pull request #${pullRequest.number} (${pullRequest.url})`;
 }
 
-function superseded(
-  pullRequest: OpenedPullRequest,
-  commit: string,
-  head: string | undefined,
-): DeploymentFailedError {
+function superseded(named: string, commit: string, head: string | undefined): DeploymentFailedError {
   return new DeploymentFailedError(
-    `${describe(pullRequest)} no longer holds ${short(commit)}: a newer deployment of the same service replaced it${head ? ` with ${short(head)}` : ""}, so this one will not be deployed`,
+    `${named} no longer holds ${short(commit)}: a newer deployment of the same service replaced it${head ? ` with ${short(head)}` : ""}, so this one will not be deployed`,
     { taskData: { gitCommit: commit } },
   );
 }

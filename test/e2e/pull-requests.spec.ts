@@ -209,6 +209,11 @@ for (const kind of HOSTS) {
         },
       }),
     );
+    /** How the service names a pull request in its messages: GitLab's are merge requests. */
+    const named = (review: Review) =>
+      kind.name === "gitlab"
+        ? `merge request !${review.number} (${review.url})`
+        : `pull request #${review.number} (${review.url})`;
     const main = async () => (await gitLog(world().fixture.bareDir))[0]!.sha;
 
     /** Waits until the host has an open pull request from `branch` (that also passes `test`); returns it. */
@@ -256,7 +261,7 @@ for (const kind of HOSTS) {
       expect(finished.data.message).to.match(
         new RegExp(
           `^Pushed image\\.tag: 0\\.13\\.1 -> 0\\.13\\.5 in ${VALUES} as ${review.headSha.slice(0, 7)} to branch keptn/sockshop-pr/production/carts; ` +
-            `pull request #${review.number} \\(${review.url.replace(/[.?]/g, "\\$&")}\\) was merged into main as ${mergeCommit.slice(0, 7)}\\. `,
+            `${named(review).replace(/[.?()!]/g, "\\$&")} was merged into main as ${mergeCommit.slice(0, 7)}\\. `,
         ),
       );
       expect(finished.data.message).to.include("Healthy");
@@ -274,7 +279,7 @@ for (const kind of HOSTS) {
       const { finished } = await world().answersFor(id);
       expect(finished.data).to.include({ status: "succeeded", result: "fail" });
       expect(finished.data.message).to.equal(
-        `pull request #${review.number} (${review.url}) was closed without merging; ${review.headSha.slice(0, 7)} was not deployed`,
+        `${named(review)} was closed without merging; ${review.headSha.slice(0, 7)} was not deployed`,
       );
       expect(finished.data.deployment!.gitCommit).to.equal(review.headSha);
       expect(await main()).to.equal(before);
@@ -296,7 +301,7 @@ for (const kind of HOSTS) {
       expect(finished.data.deployment!.gitCommit).to.equal(review.headSha);
       expect(finished.data.message).to.equal(
         `Pushed image.tag: 0.13.5 -> 0.13.7 in ${VALUES} as ${review.headSha.slice(0, 7)} to branch keptn/sockshop-pr-open/production/carts ` +
-          `and opened pull request #${review.number} (${review.url}) into main. Not waiting for the merge (pullRequest mode open-only): merging it deploys the change.`,
+          `and opened ${named(review)} into main. Not waiting for the merge (pullRequest mode open-only): merging it deploys the change.`,
       );
       expect(await main()).to.equal(before);
       await reviewer.close(review.number);
@@ -318,7 +323,7 @@ for (const kind of HOSTS) {
       expect(replaced.data).to.include({ status: "succeeded", result: "fail" });
       expect(replaced.data.message).to.match(
         new RegExp(
-          `^pull request #${older.number} .* no longer holds ${older.headSha.slice(0, 7)}: a newer deployment of the same service replaced it`,
+          `^${named(older).replace(/[.?()!]/g, "\\$&")} no longer holds ${older.headSha.slice(0, 7)}: a newer deployment of the same service replaced it`,
         ),
       );
       // The service pushes the branch, then updates the title: the update is what is waited for.
