@@ -1,9 +1,15 @@
 import type { Server } from "node:http";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import type { AppConfig } from "./config/load-config.js";
 import { childProcessEnvironment } from "./config/process-env.js";
 import type { ControlPlane } from "./control-plane/control-plane.js";
 import { NatsControlPlane } from "./control-plane/nats-control-plane.js";
 import { TaskConnector } from "./control-plane/task-connector.js";
+import { TaskLedger } from "./control-plane/task-ledger.js";
+import { FileTaskStore } from "./task-store/file-task-store.js";
+import { JetStreamTaskStore } from "./task-store/jetstream-task-store.js";
+import { SelectedTaskStore } from "./task-store/selected-task-store.js";
 import { DeploymentHandler } from "./deployments/deployment-handler.js";
 import { PullRequestDelivery } from "./deployments/pull-request-delivery.js";
 import { TargetResolver } from "./deployments/targets.js";
@@ -78,14 +84,41 @@ export function buildApp(deps: AppDependencies): App {
   /** Notifications received by the webhooks reach the waiting deployments through this. */
   const wakeUps = new WakeUps();
 
-  const controlPlane =
-    deps.controlPlane ??
-    new NatsControlPlane({
-      url: config.nats.url,
-      queueGroup: config.integration.name,
-      logger,
-      connectTimeoutMs: 10_000,
-    });
+  const nats = deps.controlPlane
+    ? undefined
+    : new NatsControlPlane({
+        url: config.nats.url,
+        queueGroup: config.integration.name,
+        logger,
+        connectTimeoutMs: 10_000,
+        intake: config.nats.intake,
+        stream: config.nats.stream,
+        ackWaitMs: config.nats.ackWait,
+      });
+  const controlPlane = deps.controlPlane ?? nats!;
+  /** The tasks in flight: a JetStream bucket when NATS has JetStream (state.store auto), else files. */
+  const store = new SelectedTaskStore(async () => {
+    const connection = nats?.natsConnection;
+    if (config.state.store !== "file" && connection && (await nats!.hasJetStream())) {
+      return new JetStreamTaskStore({
+        connection,
+        bucket: config.state.bucket ?? `keptn-gitops-${config.integration.name}`,
+        replicas: config.state.replicas,
+      });
+    }
+    if (config.state.store === "jetstream") {
+      throw new Error(
+        "state.store is jetstream, but the NATS server has no JetStream; enable JetStream, or set state.store: auto or file",
+      );
+    }
+    return new FileTaskStore({ dir: config.state.dir ?? join(config.git.cacheDir, ".state") });
+  });
+  const ledger = new TaskLedger({
+    store,
+    replica: config.state.replicaId ?? hostname(),
+    leaseMs: config.state.lease,
+    logger,
+  });
   const repo = new SimpleGitGitopsRepo({
     cacheDir: config.git.cacheDir,
     author: config.git.author,
@@ -202,6 +235,9 @@ export function buildApp(deps: AppDependencies): App {
     source: config.integration.name,
     logger,
     secrets,
+    ledger,
+    stopGraceMs: config.shutdown.gracePeriod,
+    doneRetentionMs: config.state.doneRetention,
     handlers: [
       new DeploymentHandler({
         targets: new TargetResolver(config, appTokens),
@@ -243,6 +279,7 @@ export function buildApp(deps: AppDependencies): App {
       await connector.stop();
       await Promise.all([...streams, ...fluxWatches].map((watch) => watch.close()));
       for (const schedule of schedules) schedule.stop();
+      await store.close();
       await controlPlane.close();
       await repo.close();
       if (server) await close(server);

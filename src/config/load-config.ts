@@ -79,6 +79,8 @@ export const ENV_OVERRIDES: Array<{ env: string; path: string[]; parse?: (v: str
   { env: "KEPTN_GITOPS_HTTP_PORT", path: ["http", "port"], parse: Number },
   { env: "KEPTN_GITOPS_LOG_LEVEL", path: ["log", "level"] },
   { env: "KEPTN_GITOPS_GIT_CACHE_DIR", path: ["git", "cacheDir"] },
+  { env: "KEPTN_GITOPS_STATE_DIR", path: ["state", "dir"] },
+  { env: "KEPTN_GITOPS_REPLICA_ID", path: ["state", "replicaId"] },
 ];
 
 const PLACEHOLDERS = ["project", "stage", "service"];

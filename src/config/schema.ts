@@ -360,8 +360,59 @@ export const fileConfigSchema = z.strictObject({
     })
     .default({}),
   nats: z
-    .strictObject({ url: z.string().min(1).default("nats://keptn-nats:4222") })
-    .default({ url: "nats://keptn-nats:4222" }),
+    .strictObject({
+      url: z.string().min(1).default("nats://keptn-nats:4222"),
+      /**
+       * `auto`: triggered events from the control plane's JetStream stream when the server has it (a durable
+       * consumer: events sent while the service is down wait for it), else core NATS (at most once). `jetstream`
+       * requires the stream; `core` never uses it.
+       */
+      intake: z
+        .enum(["auto", "jetstream", "core"], { error: 'nats.intake is "auto", "jetstream" or "core"' })
+        .default("auto"),
+      /** The stream Keptn's shipyard-controller keeps `sh.keptn.>` in. */
+      stream: z.string().min(1).default("keptn"),
+      /**
+       * JetStream intake: a delivery not acknowledged within this (the replica that took it died before recording
+       * it) is delivered again, to any replica.
+       */
+      ackWait: durationSchema.refine((ms) => ms >= 1_000, 'at least 1s (e.g. "30s")').default(30_000),
+    })
+    .default({ url: "nats://keptn-nats:4222", intake: "auto", stream: "keptn", ackWait: 30_000 }),
+  /** Where the tasks in flight are recorded, so that they survive a crash and replicas share them. */
+  state: z
+    .strictObject({
+      /** `auto`: a JetStream key-value bucket when the server has JetStream, else files in `dir`. */
+      store: z
+        .enum(["auto", "jetstream", "file"], { error: 'state.store is "auto", "jetstream" or "file"' })
+        .default("auto"),
+      /** The key-value bucket; `keptn-gitops-<integration.name>` when absent. */
+      bucket: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]+$/, "use letters, digits, - and _")
+        .optional(),
+      /** Copies of the bucket in a NATS cluster (1 for a single server). */
+      replicas: z.number().int().min(1).max(5).default(1),
+      /** The file store's directory (one replica only); `<git.cacheDir>/.state` when absent. */
+      dir: z.string().min(1).optional(),
+      /** This replica's name in the records; the host name when absent (in Kubernetes: the pod name). */
+      replicaId: z.string().min(1).optional(),
+      /** A replica that stops renewing its lease this long loses its tasks to another. */
+      lease: durationSchema
+        .refine((ms) => ms >= 100, 'a lease lasts at least 100ms (e.g. "30s")')
+        .default(30_000),
+      /** How long a finished task is remembered, so that a redelivery of its event is recognised. */
+      doneRetention: durationSchema.default(24 * 3_600_000),
+    })
+    .default({
+      store: "auto",
+      replicas: 1,
+      dir: "/tmp/keptn-gitops/state",
+      lease: 30_000,
+      doneRetention: 86_400_000,
+    }),
+  /** On SIGTERM: how long running tasks may go on before they are handed over (their lease ended, no answer). */
+  shutdown: z.strictObject({ gracePeriod: durationSchema.default(20_000) }).default({ gracePeriod: 20_000 }),
   http: z
     .strictObject({
       host: z.string().default("0.0.0.0"),

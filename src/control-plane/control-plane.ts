@@ -11,6 +11,11 @@ export interface Delivery {
   body: unknown;
 }
 
+/**
+ * Takes one delivery. Resolves once the event is accepted (recorded, when the service records its tasks): the
+ * adapter then acknowledges it, while the work goes on. Rejects when it could not be accepted: an adapter that can
+ * (JetStream) has it delivered again.
+ */
 export type DeliveryHandler = (delivery: Delivery) => Promise<void>;
 
 /** A Keptn event ready to be sent (a structured CloudEvent as a plain JSON object). */
@@ -22,7 +27,10 @@ export interface OutgoingEvent {
 export interface ControlPlane {
   /** Connects; resolves once the first connection is up. */
   start(): Promise<void>;
-  /** Delivers events of these exact types to `handler`. Replicas of one integration share the work. */
+  /**
+   * Delivers events of these exact types to `handler`. Replicas of one integration share the work (a queue group,
+   * or one durable JetStream consumer).
+   */
   subscribe(eventTypes: string[], handler: DeliveryHandler): Promise<void>;
   publish(event: OutgoingEvent): Promise<void>;
   /** True while events can flow (for `/readyz`). */

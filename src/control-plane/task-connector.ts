@@ -18,6 +18,7 @@ import type { Logger } from "../shared/logger.js";
 import type { SecretRegistry } from "../shared/secrets.js";
 import { formatDuration } from "../shared/duration.js";
 import type { ControlPlane, Delivery } from "./control-plane.js";
+import type { HeldTask, TaskLedger } from "./task-ledger.js";
 
 /** What a task handler gets for one triggered event: the typed event, a child logger, a deadline and its signal. */
 export interface TaskContext<Data> {
@@ -29,6 +30,11 @@ export interface TaskContext<Data> {
   deadline: number;
   /** Records task data known so far (e.g. the pushed commit); it is sent in `.finished` whatever ends the task. */
   progress(taskData: Record<string, unknown>): void;
+  /**
+   * The task ran before, in this or another process that stopped or died: it is carried on, not started anew.
+   * `taskData` is what that run recorded with `progress`.
+   */
+  resumed?: { taskData: Record<string, unknown> };
 }
 
 /**
@@ -55,6 +61,16 @@ export interface TaskConnectorOptions {
   handlers: Array<TaskHandler<any>>;
   /** How long past its deadline a handler may run before the connector answers for it. */
   deadlineGraceMs?: number;
+  /**
+   * The durable memory of the tasks (a JetStream bucket or a directory). With it, tasks survive a crash and are
+   * carried on at start, a redelivered event is recognised, replicas share tasks through leases, and a stop hands
+   * running tasks over instead of answering them. Without it, the connector keeps tasks in memory only.
+   */
+  ledger?: TaskLedger;
+  /** On stop, how long running tasks may go on before they are aborted (handed over, or answered errored). */
+  stopGraceMs?: number;
+  /** With a ledger: finished tasks are forgotten after this long (swept at start and every hour). */
+  doneRetentionMs?: number;
 }
 
 function safely<T>(compute: () => T, fallback: T): T {
@@ -79,20 +95,54 @@ export class TaskConnector {
   private readonly handlers = new Map<string, TaskHandler<any>>();
   private readonly seen = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Aborted when the running tasks must end: the grace period of a stop is over. */
   private readonly stopping = new AbortController();
+  /** Set when a stop begins: no new task starts. */
+  private stopRequested = false;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  /** The scan for tasks to carry on, while one runs (the lease timer skips a turn rather than overlap). */
+  private scanning: Promise<void> | undefined;
 
   constructor(private readonly options: TaskConnectorOptions) {
     for (const handler of options.handlers) this.handlers.set(handler.task, handler);
   }
 
   async start(): Promise<void> {
+    const { ledger, logger } = this.options;
+    if (ledger) {
+      await ledger.store.open();
+      logger.info({ store: ledger.store.description, replica: ledger.replica }, "task store open");
+    }
     const types = [...this.handlers.keys()].map((task) => taskEventType(task, "triggered"));
     await this.options.controlPlane.subscribe(types, (delivery) => this.track(this.onDelivery(delivery)));
-    this.options.logger.info({ types }, "subscribed to task events");
+    logger.info({ types }, "subscribed to task events");
+    if (ledger) {
+      await this.carryOn();
+      this.leaseTimer = setInterval(() => void this.keepLeases(), Math.max(50, ledger.leaseMs / 3));
+      this.leaseTimer.unref();
+      await this.sweep();
+      this.sweepTimer = setInterval(() => void this.sweep(), 3_600_000);
+      this.sweepTimer.unref();
+    }
   }
 
-  /** Aborts running tasks (they answer `errored`) and waits until every answer was published. */
+  /**
+   * Stops: no new task starts, running ones get `stopGraceMs` to end, then they are aborted. With a ledger an
+   * aborted task is handed over (its lease ended, no answer sent) for another replica or the next start; without
+   * one it is answered `errored`. Resolves when every task has ended.
+   */
   async stop(): Promise<void> {
+    this.stopRequested = true;
+    clearInterval(this.leaseTimer);
+    clearInterval(this.sweepTimer);
+    await this.scanning;
+    const grace = this.options.stopGraceMs ?? 0;
+    if (this.inFlight.size > 0 && grace > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, grace)))]);
+      clearTimeout(timer);
+    }
     this.stopping.abort(new Error("the service is shutting down"));
     await Promise.allSettled([...this.inFlight]);
   }
@@ -107,6 +157,10 @@ export class TaskConnector {
     return work.finally(() => this.inFlight.delete(work));
   }
 
+  /**
+   * Takes one delivery: resolves once the task is recorded (the intake acknowledges then), while the task itself
+   * goes on. Rejects when it could not be recorded, so that the intake has it delivered again.
+   */
   private async onDelivery(delivery: Delivery): Promise<void> {
     const { logger } = this.options;
     const envelope = keptnEnvelopeSchema.safeParse(delivery.body);
@@ -129,12 +183,103 @@ export class TaskConnector {
       );
       return;
     }
+    const ledger = this.options.ledger;
+    if (ledger) {
+      const receivedAt = ledger.now();
+      const held = await ledger.accept({
+        id: envelope.data.id,
+        task: handler.task,
+        event: delivery.body,
+        receivedAt,
+        deadline: receivedAt + this.timeoutOf(handler, envelope.data),
+      });
+      if (!held) {
+        logger.info({ triggeredid: envelope.data.id }, "ignored a triggered event already recorded");
+        return;
+      }
+      if (this.stopRequested) {
+        // Recorded, not started: the next start (or another replica) takes it.
+        await ledger.release(held, true);
+        return;
+      }
+      void this.track(this.runTask(handler, envelope.data, held));
+      return;
+    }
     if (this.seen.has(envelope.data.id)) {
       logger.info({ triggeredid: envelope.data.id }, "ignored a redelivered triggered event");
       return;
     }
     this.remember(envelope.data.id);
-    await this.runTask(handler, envelope.data);
+    void this.track(this.runTask(handler, envelope.data));
+  }
+
+  /** The handler's timeout for an event whose data may not parse (it is then answered at once anyway). */
+  private timeoutOf<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): number {
+    const data = handler.dataSchema.safeParse(envelope.data ?? {});
+    const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
+    if (!data.success || !scope.success) return 60_000;
+    return safely(
+      () =>
+        handler.timeoutMs({
+          id: envelope.id,
+          type: envelope.type,
+          task: handler.task,
+          shkeptncontext: envelope.shkeptncontext,
+          shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
+          gitcommitid: envelope.gitcommitid ?? undefined,
+          scope: scope.data,
+          data: data.data,
+        }),
+      60_000,
+    );
+  }
+
+  /** Forgets finished tasks older than `doneRetentionMs`. */
+  private async sweep(): Promise<void> {
+    const ledger = this.options.ledger;
+    if (!ledger) return;
+    const retention = this.options.doneRetentionMs ?? 24 * 3_600_000;
+    try {
+      const swept = await ledger.store.sweep(ledger.now() - retention);
+      if (swept > 0) this.options.logger.info({ swept }, "forgot finished tasks");
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "could not sweep the task store");
+    }
+  }
+
+  /** Renews the leases of the tasks held, and carries on tasks whose owner stopped renewing. */
+  private async keepLeases(): Promise<void> {
+    const ledger = this.options.ledger;
+    if (!ledger || this.stopRequested) return;
+    await ledger.renewAll();
+    if (!this.scanning) {
+      this.scanning = this.carryOn().finally(() => (this.scanning = undefined));
+    }
+  }
+
+  /** Claims the recorded tasks this replica may carry on (its own from before a restart, or orphaned ones). */
+  private async carryOn(): Promise<void> {
+    const ledger = this.options.ledger!;
+    let claimable;
+    try {
+      claimable = await ledger.claimable();
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "could not read the task store");
+      return;
+    }
+    for (const stored of claimable) {
+      if (this.stopRequested) return;
+      const handler = this.handlers.get(stored.record.task);
+      const envelope = keptnEnvelopeSchema.safeParse(stored.record.event);
+      if (!handler || !envelope.success) continue;
+      const held = await ledger.claim(stored).catch(() => undefined);
+      if (!held) continue;
+      this.options.logger.info(
+        { triggeredid: held.record.id, phase: held.record.phase, previousOwner: stored.record.owner },
+        "carrying on a recorded task",
+      );
+      void this.track(this.runTask(handler, envelope.data, held, true));
+    }
   }
 
   private remember(id: string): void {
@@ -145,7 +290,25 @@ export class TaskConnector {
     }
   }
 
-  private async runTask<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): Promise<void> {
+  private async runTask<Data>(
+    handler: TaskHandler<Data>,
+    envelope: KeptnEnvelope,
+    held?: HeldTask,
+    resumed = false,
+  ): Promise<void> {
+    try {
+      await this.runHeldTask(handler, envelope, held, resumed);
+    } finally {
+      if (held) await this.options.ledger!.release(held, !held.lost.aborted && held.record.phase !== "done");
+    }
+  }
+
+  private async runHeldTask<Data>(
+    handler: TaskHandler<Data>,
+    envelope: KeptnEnvelope,
+    held: HeldTask | undefined,
+    resumed: boolean,
+  ): Promise<void> {
     const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
     const base: TriggeredEvent<unknown> = {
       id: envelope.id,
@@ -164,12 +327,26 @@ export class TaskConnector {
       stage: base.scope.stage,
       service: base.scope.service,
     });
-    await this.publish(buildStartedEvent(base, this.options.source), logger);
-    logger.info({ task: handler.task }, "task started");
+    const phase = held?.record.phase ?? "accepted";
+    if (phase === "accepted") {
+      await this.publish(buildStartedEvent(base, this.options.source), logger);
+      await held?.write({ phase: "started" });
+      logger.info({ task: handler.task }, "task started");
+    }
 
     let finish: TaskFinish;
     try {
-      finish = await this.finishOf(handler, base, scope.success ? undefined : scope.error, logger);
+      finish =
+        phase === "finishing" && held?.record.finish
+          ? held.record.finish
+          : await this.finishOf(
+              handler,
+              base,
+              scope.success ? undefined : scope.error,
+              logger,
+              held,
+              resumed,
+            );
     } catch (error) {
       // Last line of defence: whatever went wrong, the sequence must not hang on a started task.
       logger.error({ err: error, task: handler.task }, "task failed unexpectedly");
@@ -179,8 +356,21 @@ export class TaskConnector {
         message: `internal error during the ${handler.task}: ${errorMessage(error)}`,
       };
     }
+    if (held?.lost.aborted) {
+      logger.info({ task: handler.task }, "task taken over by another replica; it answers");
+      return;
+    }
+    if (held && this.stopping.signal.aborted && phase !== "finishing") {
+      logger.info(
+        { task: handler.task },
+        "task handed over on stop; the next start or another replica answers",
+      );
+      return;
+    }
     finish.message = this.options.secrets.redact(finish.message);
+    await held?.write({ phase: "finishing", finish });
     await this.publish(buildFinishedEvent(base, this.options.source, finish), logger);
+    await held?.write({ phase: "done", doneAt: Date.now() });
     logger.info(
       { task: handler.task, status: finish.status, result: finish.result, message: finish.message },
       "task finished",
@@ -192,6 +382,8 @@ export class TaskConnector {
     base: TriggeredEvent<unknown>,
     scopeError: z.ZodError | undefined,
     logger: Logger,
+    held: HeldTask | undefined,
+    resumed: boolean,
   ): Promise<TaskFinish> {
     const data = handler.dataSchema.safeParse(base.data ?? {});
     if (scopeError || !data.success) {
@@ -205,7 +397,16 @@ export class TaskConnector {
     const event: TriggeredEvent<Data> = { ...base, data: data.data };
     // What is known of the task so far: the handler's base data, then whatever it reports as it goes.
     const baseTaskData: Record<string, unknown> = { ...safely(() => handler.baseTaskData(event), {}) };
-    const progress = (taskData: Record<string, unknown>) => Object.assign(baseTaskData, taskData);
+    // A resumed task starts from what its earlier run recorded.
+    Object.assign(baseTaskData, held?.record.taskData);
+    const recorded = { ...held?.record.taskData };
+    const progress = (taskData: Record<string, unknown>) => {
+      Object.assign(baseTaskData, taskData);
+      Object.assign(recorded, taskData);
+      held?.write({ taskData: { ...recorded } }).catch((error: unknown) => {
+        logger.warn({ err: error }, "could not record the task's progress");
+      });
+    };
     const missing = (["project", "stage", "service"] as const).filter((key) => !event.scope[key]);
     if (missing.length > 0) {
       return {
@@ -224,10 +425,25 @@ export class TaskConnector {
         taskData: baseTaskData,
       };
     }
+    // A recorded task keeps the deadline it got when it arrived, across restarts and takeovers.
+    const deadline = held?.record.deadline ?? Date.now() + handler.timeoutMs(event);
     const timeoutMs = handler.timeoutMs(event);
-    const deadline = Date.now() + timeoutMs;
+    const leftMs = Math.max(0, deadline - Date.now());
+    if (resumed && leftMs === 0) {
+      // Nothing is started after the deadline: the task is answered as timed out.
+      return {
+        status: "errored",
+        result: "fail",
+        message: `the ${handler.task} did not finish within ${formatDuration(timeoutMs)}: its deadline passed while no replica of the service was running; trigger it again`,
+        taskData: baseTaskData,
+      };
+    }
     const overdueController = new AbortController();
-    const signal = AbortSignal.any([overdueController.signal, this.stopping.signal]);
+    const signal = AbortSignal.any([
+      overdueController.signal,
+      this.stopping.signal,
+      ...(held ? [held.lost] : []),
+    ]);
     const grace = this.options.deadlineGraceMs ?? 5_000;
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<TaskFinish>((resolve) => {
@@ -241,11 +457,18 @@ export class TaskConnector {
           message: `the ${handler.task} did not finish within ${formatDuration(timeoutMs)}; the service stopped waiting`,
           taskData: baseTaskData,
         });
-      }, timeoutMs + grace);
+      }, leftMs + grace);
     });
     try {
       const outcome = await Promise.race([
-        handler.execute({ event, logger, signal, deadline, progress }),
+        handler.execute({
+          event,
+          logger,
+          signal,
+          deadline,
+          progress,
+          ...(resumed && held ? { resumed: { taskData: { ...held.record.taskData } } } : {}),
+        }),
         overdue,
       ]);
       return { ...outcome, taskData: { ...baseTaskData, ...outcome.taskData } };

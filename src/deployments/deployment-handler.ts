@@ -73,6 +73,7 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     signal,
     deadline,
     progress,
+    resumed,
   }: TaskContext<DeploymentTriggeredData>): Promise<TaskFinish> {
     const target = this.options.targets.resolve(event.scope);
     const input = editInputOf(event, target.files);
@@ -96,25 +97,35 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
     // Nothing is committed for a target the tool could never show the commit of (missing, suspended, ...).
     await watcher.check?.(syncTarget);
 
-    const change = await this.options.repo.applyChange({
-      repository: target.repository,
-      files: target.files.map(({ file, change }) => ({
-        file,
-        edit: (text: string) => editFile(text, file, change, input),
-      })),
-      message: (changed) => deploymentCommitMessage(event, deploying, changed, this.options.commitMessage),
-      // A pull request's commit goes to its own branch, alone; the others share commits in a burst.
-      ...(pullRequest ? { pushTo: pullRequest.branch } : { groupMessage: groupCommitMessage }),
-      ...(target.dryRun ? { dryRun: true } : {}),
-      signal,
-    });
+    // Carried on after a restart: the commit it made before, if it got that far, is found by its trailer.
+    const own = resumed
+      ? await this.options.repo.findDeploymentCommit(target.repository, event.id, pullRequest?.branch)
+      : undefined;
+    if (own) logger.info({ gitCommit: own }, "found the deployment's commit from before the restart");
+    const change = own
+      ? { commit: own, committed: true, files: [] }
+      : await this.options.repo.applyChange({
+          repository: target.repository,
+          files: target.files.map(({ file, change }) => ({
+            file,
+            edit: (text: string) => editFile(text, file, change, input),
+          })),
+          message: (changed) =>
+            deploymentCommitMessage(event, deploying, changed, this.options.commitMessage),
+          // A pull request's commit goes to its own branch, alone; the others share commits in a burst.
+          ...(pullRequest ? { pushTo: pullRequest.branch } : { groupMessage: groupCommitMessage }),
+          ...(target.dryRun ? { dryRun: true } : {}),
+          signal,
+        });
     let gitCommit = change.commit;
     progress({ gitCommit });
     if (target.dryRun) return dryRunFinish(target, deploying, change.files, change.diff ?? "", gitCommit);
     const where = target.files.map((f) => f.file).join(", ");
-    let wrote = change.committed
-      ? `Committed ${describeChanges(change.files)} as ${short(gitCommit)}`
-      : `${where} already ${target.files.length > 1 ? "hold" : "holds"} ${deploying}; deploying the current head ${short(gitCommit)}`;
+    let wrote = own
+      ? `Committed ${short(gitCommit)} before the service restarted`
+      : change.committed
+        ? `Committed ${describeChanges(change.files)} as ${short(gitCommit)}`
+        : `${where} already ${target.files.length > 1 ? "hold" : "holds"} ${deploying}; deploying the current head ${short(gitCommit)}`;
     if (pullRequest && change.committed) {
       const delivery = await this.options.pullRequests!.deliver({
         event,
@@ -127,7 +138,9 @@ export class DeploymentHandler implements TaskHandler<DeploymentTriggeredData> {
         logger,
       });
       const opened = delivery.named;
-      const pushed = `Pushed ${describeChanges(change.files)} as ${short(gitCommit)} to branch ${pullRequest.branch}`;
+      const pushed = own
+        ? `Pushed ${short(gitCommit)} to branch ${pullRequest.branch} before the service restarted`
+        : `Pushed ${describeChanges(change.files)} as ${short(gitCommit)} to branch ${pullRequest.branch}`;
       if (delivery.outcome === "opened") {
         return {
           status: "succeeded",

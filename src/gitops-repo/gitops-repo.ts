@@ -87,4 +87,14 @@ export interface GitopsRepo {
   applyChange(request: ChangeRequest): Promise<ChangeOutcome>;
   /** True when `revision` is `commit` or a descendant of it, so that deploying `revision` deploys `commit`. */
   includes(repository: RepositoryRef, commit: string, revision: string): Promise<boolean>;
+  /**
+   * The newest commit on `branch` (the repository's branch when absent) whose message has the trailer
+   * `Keptn-Triggered-Id: <triggeredId>`: the commit a deployment made before the service restarted. Undefined when
+   * there is none (or the branch does not exist).
+   */
+  findDeploymentCommit(
+    repository: RepositoryRef,
+    triggeredId: string,
+    branch?: string,
+  ): Promise<string | undefined>;
 }

@@ -364,6 +364,40 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
     return answer;
   }
 
+  async findDeploymentCommit(
+    repository: RepositoryRef,
+    triggeredId: string,
+    branch = repository.branch,
+  ): Promise<string | undefined> {
+    return this.mutex.run(this.key(repository), async () => {
+      const dir = await this.ensureClone(repository);
+      const git = await this.git(repository, dir);
+      const ref = `refs/keptn-gitops/search/${branch}`;
+      try {
+        await this.run(repository, "fetch", () =>
+          git.fetch("origin", `+refs/heads/${branch}:${ref}`, ["--verbose"]),
+        );
+      } catch (error) {
+        if (error instanceof TerminalError && /does not exist/.test(error.message)) return undefined;
+        throw error;
+      }
+      // The last 500 commits: a deployment's own commit is recent (it was made before the restart).
+      const out = await git.raw([
+        "log",
+        "--format=%H %(trailers:key=Keptn-Triggered-Id,valueonly,separator=%x2C)",
+        "-n",
+        "500",
+        ref,
+        "--",
+      ]);
+      for (const line of out.split("\n")) {
+        const [sha, ids = ""] = line.trim().split(" ");
+        if (sha && ids.split(",").some((id) => id.trim() === triggeredId)) return sha;
+      }
+      return undefined;
+    });
+  }
+
   private key(repository: RepositoryRef): string {
     return `${repository.url}#${repository.branch}`;
   }

@@ -26,6 +26,7 @@ import {
   type GitopsFixture,
 } from "../support/gitops-fixture.js";
 import { NatsServerProcess } from "../support/nats-server.js";
+import { createKeptnStream } from "../support/keptn-stream.js";
 import { subscribeCollector, type EventCollector } from "../support/wait.js";
 
 export const GIT_TOKEN = "git-token-9f8e7d6c5b4a";
@@ -103,6 +104,19 @@ export interface DeploymentWorldOptions {
    * `sockshop-pr*` deploy through pull requests (see `pullRequestTargets`).
    */
   pullRequests?: PullRequestHostFactory;
+  /**
+   * nats-server with JetStream, and the stream `keptn` (subjects `sh.keptn.>`) as Keptn's shipyard-controller
+   * creates it: the service then takes triggered events through a durable consumer and keeps its tasks in a
+   * key-value bucket.
+   */
+  jetstream?: boolean;
+  /**
+   * false: the service is not built in this process; `serviceProcess()` runs it as a child process (to kill it)
+   * with the same configuration. Default true.
+   */
+  inProcess?: boolean;
+  /** The service's `state.lease`; default the service's own (30s). */
+  lease?: string;
 }
 
 /** The pull-request API the service talks to, as a world starts it over the fixture's bare repository. */
@@ -269,6 +283,7 @@ interface ServiceConfigValues {
   maxChangesPerCommit: number | undefined;
   dryRun: boolean;
   pullRequests: PullRequestHostWorld | undefined;
+  lease: string | undefined;
 }
 
 /**
@@ -335,6 +350,7 @@ function serviceConfig({
   maxChangesPerCommit,
   dryRun,
   pullRequests,
+  lease,
 }: ServiceConfigValues): string {
   const review = pullRequests
     ? pullRequestSections(pullRequests, repoUrl.replace(/gitops\.git$/, "sockshop/gitops.git"))
@@ -342,6 +358,8 @@ function serviceConfig({
   return `
 integration: { name: gitops-service }
 http: { host: 127.0.0.1, port: 0 }
+shutdown: { gracePeriod: 100ms }
+${lease ? `state: { lease: ${lease} }\n` : ""}
 log: { level: ${logLevel} }
 git:
   cacheDir: ${cacheDir}
@@ -478,7 +496,8 @@ export class DeploymentWorld {
   ) {}
 
   static async start(options: DeploymentWorldOptions = {}): Promise<DeploymentWorld> {
-    const nats = await NatsServerProcess.start();
+    const nats = await NatsServerProcess.start({ jetstream: options.jetstream ?? false });
+    if (options.jetstream) await createKeptnStream(nats.url);
     const fixture = await createGitopsFixture({
       ...defaultGitopsFiles,
       ...(options.flux ? fluxFiles : {}),
@@ -521,40 +540,51 @@ export class DeploymentWorld {
     return world;
   }
 
-  async startService(): Promise<void> {
-    const secrets = new SecretRegistry();
-    const config = loadConfig({
-      text: serviceConfig({
-        kubeconfig: this.flux?.kubeconfig,
-        fluxReceiver: this.flux?.receiver !== undefined,
-        watch: this.options.watch ?? true,
-        fluxWatch: this.options.fluxWatch ?? true,
-        webhooks: this.options.webhooks !== undefined,
-        repoUrl: this.gitServer.repoUrl("gitops.git"),
-        argoUrl: this.argo.url,
-        cacheDir: this.cacheDir,
-        pollIntervalMs: this.options.servicePollIntervalMs ?? 50,
-        logLevel: this.options.logLevel ?? "debug",
-        slowTimeout: this.options.slowTimeout ?? "2s",
-        maxChangesPerCommit: this.options.maxChangesPerCommit,
-        dryRun: this.options.dryRun ?? false,
-        pullRequests: this.pullRequestHost,
-      }),
-      source: "test config",
-      env: {
-        NATS_URL: this.nats.url,
-        TEST_GIT_TOKEN: GIT_TOKEN,
-        TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
-        TEST_ARGO_TOKEN: this.argo.token,
-        TEST_FLUX_HMAC_KEY: this.options.webhooks?.fluxHmacKey,
-        TEST_FLUX_RECEIVER_URL: this.flux?.receiver?.url,
-        TEST_FLUX_RECEIVER_KEY: this.flux?.receiver?.hmacKey,
-        TEST_FLUX_WEBHOOK_TOKEN: this.options.webhooks?.fluxToken ?? "flux-generic-token-unused-7e9a",
-        TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
-        TEST_PR_TOKEN: this.pullRequestHost?.token,
-        TEST_APP_KEY: this.pullRequestHost?.app?.privateKey,
-      },
+  /** The service's configuration file text and the environment it reads its secrets from. */
+  serviceSetup(): { text: string; env: Record<string, string> } {
+    const text = serviceConfig({
+      kubeconfig: this.flux?.kubeconfig,
+      fluxReceiver: this.flux?.receiver !== undefined,
+      watch: this.options.watch ?? true,
+      fluxWatch: this.options.fluxWatch ?? true,
+      webhooks: this.options.webhooks !== undefined,
+      repoUrl: this.gitServer.repoUrl("gitops.git"),
+      argoUrl: this.argo.url,
+      cacheDir: this.cacheDir,
+      pollIntervalMs: this.options.servicePollIntervalMs ?? 50,
+      logLevel: this.options.logLevel ?? "debug",
+      slowTimeout: this.options.slowTimeout ?? "2s",
+      maxChangesPerCommit: this.options.maxChangesPerCommit,
+      dryRun: this.options.dryRun ?? false,
+      pullRequests: this.pullRequestHost,
+      lease: this.options.lease,
     });
+    const env: Record<string, string | undefined> = {
+      NATS_URL: this.nats.url,
+      TEST_GIT_TOKEN: GIT_TOKEN,
+      TEST_WRONG_GIT_TOKEN: WRONG_GIT_TOKEN,
+      TEST_ARGO_TOKEN: this.argo.token,
+      TEST_FLUX_HMAC_KEY: this.options.webhooks?.fluxHmacKey,
+      TEST_FLUX_RECEIVER_URL: this.flux?.receiver?.url,
+      TEST_FLUX_RECEIVER_KEY: this.flux?.receiver?.hmacKey,
+      TEST_FLUX_WEBHOOK_TOKEN: this.options.webhooks?.fluxToken ?? "flux-generic-token-unused-7e9a",
+      TEST_ARGOCD_WEBHOOK_TOKEN: this.options.webhooks?.argocdToken,
+      TEST_PR_TOKEN: this.pullRequestHost?.token,
+      TEST_APP_KEY: this.pullRequestHost?.app?.privateKey,
+    };
+    return {
+      text,
+      env: Object.fromEntries(
+        Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
+      ),
+    };
+  }
+
+  async startService(): Promise<void> {
+    if (this.options.inProcess === false) return;
+    const secrets = new SecretRegistry();
+    const setup = this.serviceSetup();
+    const config = loadConfig({ text: setup.text, source: "test config", env: setup.env });
     const lines = this.logLines;
     const destination = new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -626,6 +656,23 @@ export class DeploymentWorld {
     if (startedIndex < 0 || startedIndex > finishedIndex)
       throw new Error(`no deployment.started before the finished of ${triggeredid}`);
     return { started: this.answers.events[startedIndex] as KeptnEvent, finished };
+  }
+
+  /**
+   * The answers for `triggeredid` as Keptn's shipyard-controller reads them: from the `keptn` stream (with
+   * `jetstream`), where an answer published twice with the same message id is kept once.
+   */
+  async storedAnswers(triggeredid: string): Promise<KeptnEvent[]> {
+    const manager = await this.keptn.jetstreamManager();
+    const { state } = await manager.streams.info("keptn");
+    const found: KeptnEvent[] = [];
+    for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
+      const message = await manager.streams.getMessage("keptn", { seq }).catch(() => undefined);
+      if (!message || !message.subject.startsWith("sh.keptn.event.deployment.")) continue;
+      const event = message.json<KeptnEvent>();
+      if (event.triggeredid === triggeredid) found.push(event);
+    }
+    return found;
   }
 
   /** Every answer sent for `triggeredid` so far. */

@@ -58,6 +58,11 @@ export class GitHttpServer {
    * let another writer move the branch between a client's fetch and its push: a real push race.
    */
   beforeNextPush: (() => Promise<void>) | undefined;
+  /**
+   * Runs once, before the next request of any kind reaches git, then clears itself. Tests use it to hold a client
+   * at its first git request (for example to kill it there).
+   */
+  beforeNextRequest: (() => Promise<void>) | undefined;
 
   private readonly projectRoot: string;
   private readonly cgis = new Set<ChildProcess>();
@@ -143,16 +148,17 @@ export class GitHttpServer {
       respond(400, {}, "malformed path\n");
       return;
     }
-    const hook =
-      req.method === "POST" && pathInfo.endsWith("/git-receive-pack") ? this.beforeNextPush : undefined;
+    const push = req.method === "POST" && pathInfo.endsWith("/git-receive-pack");
+    const hook = this.beforeNextRequest ?? (push ? this.beforeNextPush : undefined);
     if (!hook) {
       this.runBackend(req, res, record, pathInfo, url.search.slice(1), credentials?.user);
       return;
     }
-    this.beforeNextPush = undefined;
+    if (this.beforeNextRequest) this.beforeNextRequest = undefined;
+    else this.beforeNextPush = undefined;
     hook().then(
       () => this.runBackend(req, res, record, pathInfo, url.search.slice(1), credentials?.user),
-      (error: unknown) => respond(500, {}, `beforeNextPush failed: ${String(error)}\n`),
+      (error: unknown) => respond(500, {}, `the test hook failed: ${String(error)}\n`),
     );
   }
 

@@ -24,8 +24,12 @@ class InMemoryControlPlane implements ControlPlane {
     return true;
   }
   async close(): Promise<void> {}
-  deliver(body: unknown): Promise<void> {
-    return this.handler!({ eventType: "sh.keptn.event.test.triggered", body });
+  /** Set by the test: what a delivery waits for after it was accepted (by default, nothing). */
+  settle: () => Promise<void> = async () => undefined;
+  /** Delivers, and resolves once the task was accepted and `settle` resolved. */
+  async deliver(body: unknown): Promise<void> {
+    await this.handler!({ eventType: "sh.keptn.event.test.triggered", body });
+    await this.settle();
   }
 }
 
@@ -64,6 +68,8 @@ function connectorWith(task: TaskHandler<{ n?: number }>, secrets = new SecretRe
     handlers: [task],
     deadlineGraceMs: 50,
   });
+  // The connector accepts a delivery at once and runs the task after: these tests wait for the task too.
+  controlPlane.settle = () => connector.idle();
   return { controlPlane, connector };
 }
 

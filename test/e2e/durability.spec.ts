@@ -1,0 +1,205 @@
+import { expect } from "chai";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { burstServices, git, gitLog, burstGitopsFiles } from "../support/gitops-fixture.js";
+import { ServiceProcess } from "../support/service-process.js";
+import { waitFor } from "../support/wait.js";
+import { burstApplications, DeploymentWorld, worldFor, type KeptnEvent } from "./world.js";
+import { APPLICATIONS, simulatorBackend } from "./argocd-backend.js";
+
+// Answers are counted as Keptn's shipyard-controller reads them: from the `keptn` stream.
+// Never lose a deployment: the service runs as a child process on a JetStream-enabled nats-server with Keptn's
+// `keptn` stream, and is killed with SIGKILL at each phase of a deployment. After a restart, every triggered event
+// gets exactly one started and one finished, and the repository exactly one commit for it.
+
+const STARTED = "sh.keptn.event.deployment.started";
+const FINISHED = "sh.keptn.event.deployment.finished";
+
+/** How many commits on main carry `Keptn-Triggered-Id: <id>`. */
+async function commitsFor(bareDir: string, id: string): Promise<number> {
+  const out = await git([
+    "--git-dir",
+    bareDir,
+    "log",
+    "--format=%H",
+    "--fixed-strings",
+    `--grep=Keptn-Triggered-Id: ${id}`,
+    "main",
+  ]);
+  return out.split("\n").filter(Boolean).length;
+}
+
+describe("durability: SIGKILL at each phase, JetStream intake and task store (service as a child process)", function () {
+  this.timeout(120_000);
+  let dir: string;
+  let service: ServiceProcess;
+  const world = worldFor(() =>
+    DeploymentWorld.start({
+      jetstream: true,
+      inProcess: false,
+      extraFiles: burstGitopsFiles(50),
+      // 55 applications: the simulator compares with git on the service's refresh, not every 100 ms (as Argo CD,
+      // which polls every 3 minutes), so that the test measures the service rather than the simulator's polling.
+      backend: simulatorBackend({ pollIntervalMs: 60_000 }, [...APPLICATIONS, ...burstApplications(50)]),
+      answerTimeoutMs: 60_000,
+    }),
+  );
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "durability-"));
+    service = await ServiceProcess.start(dir, world().serviceSetup());
+  });
+  after(async () => {
+    await service?.kill();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Every answer for `id` once its finished arrived, after another deployment also finished (a sentinel). */
+  async function answersOf(id: string): Promise<KeptnEvent[]> {
+    await world().answersFor(id, 60_000);
+    const sentinel = world().trigger({
+      project: "sockshop",
+      stage: "dev",
+      service: "orders",
+      image: `docker.io/keptnexamples/orders:9.${Date.now() % 100000}.0`,
+    });
+    await world().answersFor(sentinel.id, 60_000);
+    return world().storedAnswers(id);
+  }
+
+  function expectOneAnswer(answers: KeptnEvent[]): KeptnEvent {
+    expect(answers.map((e) => e.type)).to.deep.equal([STARTED, FINISHED]);
+    return answers[1]!;
+  }
+
+  it("takes a triggered event through the durable consumer and records it in the key-value bucket", async () => {
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.0.0" });
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(service.lines.join("\n")).to.include(
+      "taking triggered events from JetStream through a durable consumer",
+    );
+    expect(service.lines.join("\n")).to.include("keptn-gitops-gitops-service");
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
+  it("killed after started, before its first git request: carried on after the restart", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached: () => void = () => undefined;
+    const atGit = new Promise<void>((resolve) => (reached = resolve));
+    world().gitServer.beforeNextRequest = async () => {
+      reached();
+      await held;
+    };
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.1.0" });
+    await atGit;
+    await service.kill();
+    release();
+    await service.restart();
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
+  it("killed after the commit, while its push is held: the change is committed and pushed once after the restart", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached: () => void = () => undefined;
+    const atPush = new Promise<void>((resolve) => (reached = resolve));
+    world().gitServer.beforeNextPush = async () => {
+      reached();
+      await held;
+    };
+    const head = (await gitLog(world().fixture.bareDir))[0]!.sha;
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.2.0" });
+    await atPush;
+    await service.kill();
+    release();
+    expect((await gitLog(world().fixture.bareDir))[0]!.sha, "the held push did not land").to.equal(head);
+    await service.restart();
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
+  it("killed after the push, while Argo CD may not sync: finds its own commit by its trailer and waits for it", async () => {
+    const sim = world().simulator!;
+    sim.denySyncs("carts-dev", true);
+    const pushes = world().gitServer.requests.length;
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.3.0" });
+    await waitFor(
+      () =>
+        world()
+          .gitServer.requests.slice(pushes)
+          .some(
+            (r) => r.path.endsWith("/git-receive-pack") && r.status === 200 && r.finishedAt !== undefined,
+          ),
+      { timeoutMs: 20_000, what: "the push" },
+    );
+    const commit = (await gitLog(world().fixture.bareDir))[0]!.sha;
+    await service.kill();
+    const from = service.lines.length;
+    await service.restart();
+    await service.logged("found the deployment's commit from before the restart", from);
+    sim.denySyncs("carts-dev", false);
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(finished.data.deployment!.gitCommit).to.equal(commit);
+    expect(finished.data.message).to.include(`Committed ${commit.slice(0, 7)} before the service restarted`);
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
+  it("killed after the sync, while the rollout is not healthy: answers once it is", async () => {
+    const sim = world().simulator!;
+    await sim.setLiveHealth("carts-dev", "Progressing");
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.4.0" });
+    await service.logged(`"triggeredid":"${id}"`);
+    await waitFor(async () => (await commitsFor(world().fixture.bareDir, id)) === 1, {
+      timeoutMs: 20_000,
+      what: "the commit",
+    });
+    await service.kill();
+    await service.restart();
+    await sim.setLiveHealth("carts-dev", undefined);
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
+  it("the same triggered event twice (same id): one started, one finished, one commit", async () => {
+    const body = {
+      specversion: "1.0",
+      id: "6f7a8b9c-dup1-4e8f-9b6a-1c2d3e4f5a6b",
+      type: "sh.keptn.event.deployment.triggered",
+      source: "shipyard-controller",
+      shkeptncontext: "6f7a8b9c-ctx1-4e8f-9b6a-1c2d3e4f5a6b",
+      data: {
+        project: "sockshop",
+        stage: "dev",
+        service: "carts",
+        configurationChange: { values: { image: "docker.io/keptnexamples/carts:2.5.0" } },
+        deployment: { deploymentURIsLocal: null, deploymentstrategy: "direct" },
+      },
+    };
+    world().trigger({ body });
+    world().trigger({ body });
+    const finished = expectOneAnswer(await answersOf(body.id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, body.id)).to.equal(1);
+  });
+
+  it("50 triggered events published while the service is down are all answered once after it starts", async () => {
+    await service.kill();
+    const ids = burstServices(50).map(
+      (name) =>
+        world().trigger({ stage: "dev", service: name, image: `docker.io/keptnexamples/${name}:3.0.0` }).id,
+    );
+    await service.restart();
+    for (const id of ids) await world().answersFor(id, 60_000);
+    const stored = await Promise.all(ids.map((id) => world().storedAnswers(id)));
+    for (const answers of stored) expectOneAnswer(answers);
+    const finished = stored.map((answers) => answers[1]!);
+    expect(finished.filter((e) => e.data.result !== "pass").map((e) => e.data.message)).to.deep.equal([]);
+  });
+});
