@@ -16,6 +16,11 @@ import { APPLICATIONS, simulatorBackend } from "./argocd-backend.js";
 const STARTED = "sh.keptn.event.deployment.started";
 const FINISHED = "sh.keptn.event.deployment.finished";
 
+function expectOneAnswer(answers: KeptnEvent[]): KeptnEvent {
+  expect(answers.map((e) => e.type)).to.deep.equal([STARTED, FINISHED]);
+  return answers[1]!;
+}
+
 /** How many commits on main carry `Keptn-Triggered-Id: <id>`. */
 async function commitsFor(bareDir: string, id: string): Promise<number> {
   const out = await git([
@@ -65,11 +70,6 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     });
     await world().answersFor(sentinel.id, 60_000);
     return world().storedAnswers(id);
-  }
-
-  function expectOneAnswer(answers: KeptnEvent[]): KeptnEvent {
-    expect(answers.map((e) => e.type)).to.deep.equal([STARTED, FINISHED]);
-    return answers[1]!;
   }
 
   it("takes a triggered event through the durable consumer and records it in the key-value bucket", async () => {
@@ -167,6 +167,70 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
   });
 
+  it("a deadline that passed while the service was down: answered errored at the restart, nothing committed", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached: () => void = () => undefined;
+    const atGit = new Promise<void>((resolve) => (reached = resolve));
+    world().gitServer.beforeNextRequest = async () => {
+      reached();
+      await held;
+    };
+    const triggeredAt = Date.now();
+    const { id } = world().trigger({
+      project: "sockshop-slow",
+      stage: "dev",
+      image: "docker.io/keptnexamples/carts:2.6.0",
+    });
+    await atGit;
+    await service.kill();
+    release();
+    // The point is time passing while no replica runs: the 2 s timeout of sockshop-slow ends meanwhile.
+    await waitFor(() => Date.now() - triggeredAt > 2_500, { timeoutMs: 5_000, what: "the deadline to pass" });
+    await service.restart();
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "errored", result: "fail" });
+    expect(finished.data.message).to.equal(
+      "the deployment did not finish within 2s: its deadline passed while no replica of the service was running; trigger it again",
+    );
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(0);
+  });
+
+  it("nats-server killed and restarted mid-flight: not ready meanwhile, then the answer is sent once", async () => {
+    const sim = world().simulator!;
+    sim.denySyncs("carts-dev", true);
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.7.0" });
+    await waitFor(async () => (await commitsFor(world().fixture.bareDir, id)) === 1, {
+      timeoutMs: 20_000,
+      what: "the commit",
+    });
+    const started = service.lines.filter((l) => l.includes('"msg":"keptn-gitops-service started"')).at(-1)!;
+    const readiness = async () =>
+      (await fetch(`${(JSON.parse(started) as { http: string }).http}/readyz`)).status;
+    await world().nats.kill("SIGKILL");
+    await waitFor(async () => (await readiness()) === 503, {
+      timeoutMs: 15_000,
+      what: "/readyz to say not ready",
+    });
+    // Synced and healthy while NATS is down: the answer must wait for the connection.
+    sim.denySyncs("carts-dev", false);
+    await world().nats.restart();
+    await waitFor(async () => (await readiness()) === 200, {
+      timeoutMs: 20_000,
+      what: "/readyz to say ready",
+    });
+    const answers = await waitFor(
+      async () => {
+        const stored = await world().storedAnswers(id);
+        return stored.some((e) => e.type === FINISHED) ? stored : undefined;
+      },
+      { timeoutMs: 60_000, what: "the finished event in the keptn stream" },
+    );
+    const finished = expectOneAnswer(answers);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
   it("the same triggered event twice (same id): one started, one finished, one commit", async () => {
     const body = {
       specversion: "1.0",
@@ -201,5 +265,75 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     for (const answers of stored) expectOneAnswer(answers);
     const finished = stored.map((answers) => answers[1]!);
     expect(finished.filter((e) => e.data.result !== "pass").map((e) => e.data.message)).to.deep.equal([]);
+  });
+});
+
+describe("two replicas share 100 deployments, one killed on the way (JetStream, child processes)", function () {
+  this.timeout(180_000);
+  let dir: string;
+  const replicas: ServiceProcess[] = [];
+  const world = worldFor(() =>
+    DeploymentWorld.start({
+      jetstream: true,
+      inProcess: false,
+      lease: "1s",
+      ackWait: "2s",
+      extraFiles: burstGitopsFiles(100),
+      backend: simulatorBackend({ pollIntervalMs: 60_000 }, [...APPLICATIONS, ...burstApplications(100)]),
+      answerTimeoutMs: 120_000,
+    }),
+  );
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "replicas-"));
+    for (const name of ["replica-a", "replica-b"]) {
+      // Each replica has its own clone; the tasks are shared through the key-value bucket.
+      replicas.push(
+        await ServiceProcess.start(dir, world().serviceSetup(), {
+          KEPTN_GITOPS_REPLICA_ID: name,
+          KEPTN_GITOPS_GIT_CACHE_DIR: join(dir, name),
+        }),
+      );
+    }
+  });
+  after(async () => {
+    for (const replica of replicas) await replica.kill();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("answers every deployment exactly once, the survivor carrying on the killed replica's tasks", async () => {
+    const [a, b] = replicas as [ServiceProcess, ServiceProcess];
+    const ids = burstServices(100).map(
+      (name) =>
+        world().trigger({ stage: "dev", service: name, image: `docker.io/keptnexamples/${name}:4.0.0` }).id,
+    );
+    const finishedCount = () =>
+      world().answers.events.filter(
+        (e) => (e as KeptnEvent).type === FINISHED && ids.includes((e as KeptnEvent).triggeredid!),
+      ).length;
+    const count = (replica: ServiceProcess, msg: string) =>
+      replica.lines.filter((l) => l.includes(`"msg":"${msg}"`)).length;
+    const took = (replica: ServiceProcess) => count(replica, "task started");
+    // Killed while it works on some: a third or more answered, and replica a has tasks started and not finished.
+    await waitFor(() => finishedCount() >= 33 && took(a) > count(a, "task finished"), {
+      timeoutMs: 120_000,
+      what: "a third of the deployments to finish while replica a has some in flight",
+    });
+    expect(took(a), "replica a took tasks").to.be.greaterThan(0);
+    expect(took(b), "replica b took tasks").to.be.greaterThan(0);
+    await a.kill();
+    for (const id of ids) await world().answersFor(id, 120_000);
+    const stored = await Promise.all(ids.map((id) => world().storedAnswers(id)));
+    for (const answers of stored) expectOneAnswer(answers);
+    expect(
+      stored
+        .filter((answers) => answers[1]!.data.result !== "pass")
+        .map((answers) => answers[1]!.data.message),
+    ).to.deep.equal([]);
+    for (const id of ids) expect(await commitsFor(world().fixture.bareDir, id), id).to.equal(1);
+    expect(
+      b.lines.some(
+        (l) => l.includes('"msg":"carrying on a recorded task"') && l.includes('"previousOwner":"replica-a"'),
+      ),
+    ).to.equal(true);
   });
 });

@@ -117,6 +117,8 @@ export interface DeploymentWorldOptions {
   inProcess?: boolean;
   /** The service's `state.lease`; default the service's own (30s). */
   lease?: string;
+  /** The service's `nats.ackWait`; default the service's own (30s). */
+  ackWait?: string;
 }
 
 /** The pull-request API the service talks to, as a world starts it over the fixture's bare repository. */
@@ -284,6 +286,7 @@ interface ServiceConfigValues {
   dryRun: boolean;
   pullRequests: PullRequestHostWorld | undefined;
   lease: string | undefined;
+  ackWait: string | undefined;
 }
 
 /**
@@ -351,6 +354,7 @@ function serviceConfig({
   dryRun,
   pullRequests,
   lease,
+  ackWait,
 }: ServiceConfigValues): string {
   const review = pullRequests
     ? pullRequestSections(pullRequests, repoUrl.replace(/gitops\.git$/, "sockshop/gitops.git"))
@@ -359,7 +363,7 @@ function serviceConfig({
 integration: { name: gitops-service }
 http: { host: 127.0.0.1, port: 0 }
 shutdown: { gracePeriod: 100ms }
-${lease ? `state: { lease: ${lease} }\n` : ""}
+${lease ? `state: { lease: ${lease} }\n` : ""}${ackWait ? `nats: { ackWait: ${ackWait} }\n` : ""}
 log: { level: ${logLevel} }
 git:
   cacheDir: ${cacheDir}
@@ -558,6 +562,7 @@ export class DeploymentWorld {
       dryRun: this.options.dryRun ?? false,
       pullRequests: this.pullRequestHost,
       lease: this.options.lease,
+      ackWait: this.options.ackWait,
     });
     const env: Record<string, string | undefined> = {
       NATS_URL: this.nats.url,
