@@ -407,7 +407,6 @@ export const fileConfigSchema = z.strictObject({
     .default({
       store: "auto",
       replicas: 1,
-      dir: "/tmp/keptn-gitops/state",
       lease: 30_000,
       doneRetention: 86_400_000,
     }),

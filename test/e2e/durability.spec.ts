@@ -231,6 +231,26 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
   });
 
+  it("SIGTERM while a deployment waits: exits within the grace period without answering, and the restart answers", async () => {
+    const sim = world().simulator!;
+    sim.denySyncs("carts-dev", true);
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.8.0" });
+    await waitFor(async () => (await commitsFor(world().fixture.bareDir, id)) === 1, {
+      timeoutMs: 20_000,
+      what: "the commit",
+    });
+    const from = service.lines.length;
+    expect(await service.terminate(), "exit code").to.equal(0);
+    const stopping = service.lines.slice(from).join("\n");
+    expect(stopping).to.include("task handed over on stop").and.include("keptn-gitops-service stopped");
+    expect((await world().storedAnswers(id)).map((e) => e.type)).to.deep.equal([STARTED]);
+    sim.denySyncs("carts-dev", false);
+    await service.restart();
+    const finished = expectOneAnswer(await answersOf(id));
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
+  });
+
   it("the same triggered event twice (same id): one started, one finished, one commit", async () => {
     const body = {
       specversion: "1.0",
@@ -335,5 +355,21 @@ describe("two replicas share 100 deployments, one killed on the way (JetStream, 
         (l) => l.includes('"msg":"carrying on a recorded task"') && l.includes('"previousOwner":"replica-a"'),
       ),
     ).to.equal(true);
+  });
+});
+
+describe("without JetStream: core NATS intake and the file store", function () {
+  this.timeout(60_000);
+  const world = worldFor(() => DeploymentWorld.start());
+
+  it("says so at start, records tasks in files under the cache, and deploys", async () => {
+    const logs = () => world().logLines.join("\n");
+    expect(logs()).to.include(
+      "no JetStream stream of the control plane: taking triggered events over core NATS; events sent while the service is down are lost",
+    );
+    expect(logs()).to.include(`file task store at ${join(world().cacheDir, ".state")}, for one replica only`);
+    const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:5.0.0" });
+    const { finished } = await world().answersFor(id);
+    expect(finished.data).to.include({ status: "succeeded", result: "pass" });
   });
 });
