@@ -298,6 +298,13 @@ export class TaskConnector {
   ): Promise<void> {
     try {
       await this.runHeldTask(handler, envelope, held, resumed);
+    } catch (error) {
+      // The store or NATS failed between the steps (an outage): the record keeps the phase reached, and this
+      // replica (or another, once the lease ran out) carries the task on from there.
+      this.options.logger.warn(
+        { err: error, triggeredid: envelope.id, phase: held?.record.phase },
+        "task interrupted; it is carried on from its recorded phase",
+      );
     } finally {
       if (held) await this.options.ledger!.release(held, !held.lost.aborted && held.record.phase !== "done");
     }

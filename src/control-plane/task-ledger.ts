@@ -147,7 +147,10 @@ export class TaskLedger {
     await Promise.allSettled([...this.held.values()].map((task) => task.renew()));
   }
 
-  /** Lets a task go: done, lost, or handed over on stop (`handOver` ends its lease now). */
+  /**
+   * Lets a task go: done, lost, or handed over (`handOver` ends its lease now). A task whose hand-over cannot be
+   * written (the store is down) keeps its lease until it runs out; this replica's own are claimable at once.
+   */
   async release(task: HeldTask, handOver = false): Promise<void> {
     this.held.delete(task.record.id);
     if (handOver && !task.lost.aborted && task.record.phase !== "done") {

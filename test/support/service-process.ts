@@ -75,6 +75,11 @@ export class ServiceProcess {
     });
   }
 
+  /** The process id of the running service (undefined before the first start). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   /** SIGKILL: no stop, no hand-over, nothing flushed. */
   async kill(): Promise<void> {
     this.child?.kill("SIGKILL");

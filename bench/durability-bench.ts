@@ -1,0 +1,135 @@
+// The durability benchmark, second part of `npm run bench`: the memory of one service process idle and with many
+// deployments in flight, and the time to carry on in-flight deployments after a SIGKILL. What it measures and why
+// is in docs/benchmarks.md ("Durability"). The service runs as a child process (its RSS is its own) on a
+// JetStream-enabled nats-server with Keptn's `keptn` stream; the tasks are in the key-value bucket.
+import { readFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
+import { DeploymentWorld } from "../test/e2e/world.js";
+import { simulatorBackend } from "../test/e2e/argocd-backend.js";
+import { ServiceProcess } from "../test/support/service-process.js";
+import { waitFor } from "../test/support/wait.js";
+import { machine } from "./bench-support.js";
+
+const { values } = parseArgs({
+  options: {
+    "in-flight": { type: "string", default: "10000" },
+    resume: { type: "string", default: "1000" },
+  },
+});
+const IN_FLIGHT = Number(values["in-flight"]);
+const RESUME = Number(values.resume);
+const LONG_WAIT_MS = 600_000;
+
+/** Resident memory of a process from /proc, in MiB. */
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kib = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]);
+  return kib / 1024;
+}
+
+const count = (service: ServiceProcess, msg: string, from = 0) =>
+  service.lines.slice(from).filter((line) => line.includes(`"msg":"${msg}"`)).length;
+
+/**
+ * Holds the service's next git request until `release` is called: every deployment triggered meanwhile is
+ * accepted, recorded and started, and then waits for the repository (an in-flight state that costs no git).
+ */
+function holdGit(world: DeploymentWorld): () => void {
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  world.gitServer.beforeNextRequest = () => held;
+  return release;
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "durability-bench-"));
+  const world = await DeploymentWorld.start({
+    jetstream: true,
+    inProcess: false,
+    logLevel: "info",
+    backend: simulatorBackend({ pollIntervalMs: 60_000 }),
+  });
+  const lines: string[] = [];
+  try {
+    lines.push(...(await machine()));
+    lines.push(
+      `run        the service as a child process (node --import tsx src/main.ts serve), JetStream intake and key-value task store, log level info`,
+    );
+
+    // Idle, and the baseline of the resume figure: a start with nothing to carry on.
+    const startedAt = performance.now();
+    const service = await ServiceProcess.start(dir, world.serviceSetup());
+    const coldStartMs = performance.now() - startedAt;
+    const idle = await rssMiB(service.pid!);
+
+    // Resume: RESUME deployments in flight, SIGKILL, restart, until every one is carried on and then answered.
+    let release = holdGit(world);
+    const resumeIds = Array.from(
+      { length: RESUME },
+      (_, i) => world.trigger({ stage: "dev", image: `docker.io/keptnexamples/carts:7.${i}.0` }).id,
+    );
+    await waitFor(() => count(service, "task started") >= RESUME, {
+      timeoutMs: LONG_WAIT_MS,
+      what: "the deployments to start",
+    });
+    await service.kill();
+    release();
+    const from = service.lines.length;
+    const restartAt = performance.now();
+    await service.restart();
+    const restartedMs = performance.now() - restartAt;
+    await waitFor(() => count(service, "carrying on a recorded task", from) >= RESUME, {
+      timeoutMs: LONG_WAIT_MS,
+      what: "every deployment to be carried on",
+      intervalMs: 50,
+    });
+    const carriedOnMs = performance.now() - restartAt;
+    for (const id of resumeIds) await world.answersFor(id, LONG_WAIT_MS);
+    const answeredMs = performance.now() - restartAt;
+    const failed = resumeIds.filter((id) => world.answersSoFar(id).at(-1)?.data.result !== "pass").length;
+
+    // Memory with IN_FLIGHT deployments accepted, recorded, started and waiting for the held repository.
+    const before = service.lines.length;
+    release = holdGit(world);
+    const triggerAt = performance.now();
+    for (let i = 0; i < IN_FLIGHT; i++) {
+      world.trigger({ stage: "dev", image: `docker.io/keptnexamples/carts:8.${i}.0` });
+    }
+    await waitFor(() => count(service, "task started", before) >= IN_FLIGHT, {
+      timeoutMs: LONG_WAIT_MS,
+      what: `${IN_FLIGHT} deployments to start`,
+      intervalMs: 200,
+    });
+    const allStartedMs = performance.now() - triggerAt;
+    const loaded = await rssMiB(service.pid!);
+    await service.kill();
+    release();
+
+    lines.push(
+      "",
+      "durability: one service process, resident memory (VmRSS from /proc) and resuming after SIGKILL",
+      `(i) RSS idle, after start                                            ${idle.toFixed(1).padStart(8)} MiB`,
+      `    RSS with ${IN_FLIGHT} deployments in flight (recorded, started, queued at the repository)   ${loaded.toFixed(1).padStart(8)} MiB   (goal: under 250 MB = 238.4 MiB)`,
+      `    the ${IN_FLIGHT} were triggered at once and all started in ${(allStartedMs / 1000).toFixed(1)} s`,
+      `(j) resume ${RESUME} in-flight deployments after SIGKILL: process start to "started"   ${(restartedMs / 1000).toFixed(2).padStart(7)} s`,
+      `    to every one carried on (claimed from the bucket, running again)  ${(carriedOnMs / 1000).toFixed(2).padStart(7)} s   baseline: a start with nothing to carry on ${(coldStartMs / 1000).toFixed(2)} s, x${(carriedOnMs / coldStartMs).toFixed(2)}`,
+      `    to every one answered (git, Argo CD simulator, finished)            ${(answeredMs / 1000).toFixed(2).padStart(7)} s   (${failed} not pass)`,
+    );
+  } finally {
+    await world.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  console.log(lines.join("\n"));
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
