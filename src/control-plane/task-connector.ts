@@ -376,6 +376,10 @@ export class TaskConnector {
     }
     finish.message = this.options.secrets.redact(finish.message);
     await held?.write({ phase: "finishing", finish });
+    if (held?.lost.aborted) {
+      logger.info({ task: handler.task }, "task taken over by another replica before its answer; it answers");
+      return;
+    }
     await this.publish(buildFinishedEvent(base, this.options.source, finish), logger);
     await held?.write({ phase: "done", doneAt: Date.now() });
     logger.info(

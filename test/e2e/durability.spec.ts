@@ -43,6 +43,8 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     DeploymentWorld.start({
       jetstream: true,
       inProcess: false,
+      // An interrupted task is carried on at the next look at the leases (every third of it).
+      lease: "3s",
       extraFiles: burstGitopsFiles(50),
       // 55 applications: the simulator compares with git on the service's refresh, not every 100 ms (as Argo CD,
       // which polls every 3 minutes), so that the test measures the service rather than the simulator's polling.
@@ -224,7 +226,7 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
         const stored = await world().storedAnswers(id);
         return stored.some((e) => e.type === FINISHED) ? stored : undefined;
       },
-      { timeoutMs: 60_000, what: "the finished event in the keptn stream" },
+      { timeoutMs: 90_000, what: "the finished event in the keptn stream" },
     );
     const finished = expectOneAnswer(answers);
     expect(finished.data).to.include({ status: "succeeded", result: "pass" });
