@@ -7,7 +7,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { parseArgs } from "node:util";
+import { execFile } from "node:child_process";
+import { parseArgs, promisify } from "node:util";
 import { DeploymentWorld } from "../test/e2e/world.js";
 import { simulatorBackend } from "../test/e2e/argocd-backend.js";
 import { ServiceProcess } from "../test/support/service-process.js";
@@ -23,6 +24,7 @@ const { values } = parseArgs({
 const IN_FLIGHT = Number(values["in-flight"]);
 const RESUME = Number(values.resume);
 const LONG_WAIT_MS = 600_000;
+const run = promisify(execFile);
 
 /** Resident memory of a process from /proc, in MiB. */
 async function rssMiB(pid: number): Promise<number> {
@@ -57,12 +59,15 @@ async function main(): Promise<void> {
   try {
     lines.push(...(await machine()));
     lines.push(
-      `run        the service as a child process (node --import tsx src/main.ts serve), JetStream intake and key-value task store, log level info`,
+      `run        the service as a child process (npm run build, then node dist/src/main.js serve), JetStream intake and key-value task store, log level info`,
     );
 
     // Idle, and the baseline of the resume figure: a start with nothing to carry on.
+    // The service as it ships: the TypeScript build run by node, not the sources through tsx (whose compiler
+    // would count in the memory).
+    await run("npx", ["tsc", "-p", "tsconfig.build.json"]);
     const startedAt = performance.now();
-    const service = await ServiceProcess.start(dir, world.serviceSetup());
+    const service = await ServiceProcess.start(dir, world.serviceSetup(), {}, ["dist/src/main.js"]);
     const coldStartMs = performance.now() - startedAt;
     const idle = await rssMiB(service.pid!);
 

@@ -21,6 +21,7 @@ export class ServiceProcess {
   private constructor(
     private readonly configFile: string,
     private readonly env: Record<string, string>,
+    private readonly entry: string[],
   ) {}
 
   /** Writes the configuration into `dir` and starts the service; resolves once it logged that it started. */
@@ -28,10 +29,12 @@ export class ServiceProcess {
     dir: string,
     setup: { text: string; env: Record<string, string> },
     extraEnv: Record<string, string> = {},
+    /** How node runs the service: the TypeScript sources through tsx, or a build (`["dist/src/main.js"]`). */
+    entry: string[] = ["--import", "tsx", "src/main.ts"],
   ): Promise<ServiceProcess> {
     const configFile = join(dir, `service-${Math.random().toString(36).slice(2)}.yaml`);
     await writeFile(configFile, setup.text);
-    const service = new ServiceProcess(configFile, { ...setup.env, ...extraEnv });
+    const service = new ServiceProcess(configFile, { ...setup.env, ...extraEnv }, entry);
     await service.restart();
     return service;
   }
@@ -39,14 +42,10 @@ export class ServiceProcess {
   /** Starts it (again); resolves once it logged "keptn-gitops-service started". */
   async restart(): Promise<void> {
     const from = this.lines.length;
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "src/main.ts", "serve", "--config", this.configFile],
-      {
-        env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", ...this.env },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
+    const child = spawn(process.execPath, [...this.entry, "serve", "--config", this.configFile], {
+      env: { PATH: process.env["PATH"] ?? "", HOME: process.env["HOME"] ?? "/tmp", ...this.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     running.add(child);
     this.child = child;
     this.exited = new Promise((resolve) =>
