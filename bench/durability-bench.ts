@@ -36,17 +36,6 @@ async function rssMiB(pid: number): Promise<number> {
 const count = (service: ServiceProcess, msg: string, from = 0) =>
   service.lines.slice(from).filter((line) => line.includes(`"msg":"${msg}"`)).length;
 
-/**
- * Holds the service's next git request until `release` is called: every deployment triggered meanwhile is
- * accepted, recorded and started, and then waits for the repository (an in-flight state that costs no git).
- */
-function holdGit(world: DeploymentWorld): () => void {
-  let release: () => void = () => undefined;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  world.gitServer.beforeNextRequest = () => held;
-  return release;
-}
-
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "durability-bench-"));
   const world = await DeploymentWorld.start({
@@ -72,7 +61,9 @@ async function main(): Promise<void> {
     const idle = await rssMiB(service.pid!);
 
     // Resume: RESUME deployments in flight, SIGKILL, restart, until every one is carried on and then answered.
-    let release = holdGit(world);
+    // Every deployment triggered while the service's first git request is held is accepted, recorded and started,
+    // then waits for the repository: an in-flight state that costs no git.
+    let { release } = world.gitServer.hold("request");
     const resumeIds = Array.from(
       { length: RESUME },
       (_, i) => world.trigger({ stage: "dev", image: `docker.io/keptnexamples/carts:7.${i}.0` }).id,
@@ -99,7 +90,7 @@ async function main(): Promise<void> {
 
     // Memory with IN_FLIGHT deployments accepted, recorded, started and waiting for the held repository.
     const before = service.lines.length;
-    release = holdGit(world);
+    ({ release } = world.gitServer.hold("request"));
     const triggerAt = performance.now();
     for (let i = 0; i < IN_FLIGHT; i++) {
       world.trigger({ stage: "dev", image: `docker.io/keptnexamples/carts:8.${i}.0` });

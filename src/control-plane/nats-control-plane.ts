@@ -5,6 +5,7 @@ import {
   DeliverPolicy,
   nanos,
   type ConsumerMessages,
+  type JetStreamManager,
   type JsMsg,
   type NatsConnection,
   type Subscription,
@@ -49,6 +50,7 @@ export class NatsControlPlane implements ControlPlane {
   private connected = false;
   /** True when triggered events come through JetStream (decided by `start()`). */
   private durable = false;
+  private manager: Promise<JetStreamManager> | undefined;
 
   constructor(private readonly options: NatsControlPlaneOptions) {}
 
@@ -73,7 +75,7 @@ export class NatsControlPlane implements ControlPlane {
     this.connected = true;
     logger.info({ url: withoutCredentials(url) }, "connected to NATS");
     void this.watchStatus(this.connection);
-    this.durable = await this.hasStream(this.connection);
+    this.durable = await this.hasStream();
   }
 
   /** The connection, once started: the JetStream task store shares it. */
@@ -83,23 +85,28 @@ export class NatsControlPlane implements ControlPlane {
 
   /** Whether the server has JetStream at all (the task store can use a key-value bucket). */
   async hasJetStream(): Promise<boolean> {
-    const connection = this.requireConnection();
-    return connection
-      .jetstreamManager()
-      .then((manager) => manager.getAccountInfo())
-      .then(
-        () => true,
-        () => false,
-      );
+    return this.jetStreamManager().then(
+      () => true,
+      () => false,
+    );
   }
 
-  /** Whether triggered events come through JetStream's durable consumer (else core NATS, at most once). */
-  get durableIntake(): boolean {
-    return this.durable;
+  /**
+   * The JetStream manager, made once: making one asks the server for the account (and fails without JetStream).
+   * A failure is not kept, so that a later call asks again.
+   */
+  private jetStreamManager(): Promise<JetStreamManager> {
+    this.manager ??= this.requireConnection()
+      .jetstreamManager()
+      .catch((error: unknown) => {
+        this.manager = undefined;
+        throw error;
+      });
+    return this.manager;
   }
 
   /** Whether the server has JetStream and the control plane's stream, as `intake` asks. */
-  private async hasStream(connection: NatsConnection): Promise<boolean> {
+  private async hasStream(): Promise<boolean> {
     const { intake = "auto", logger } = this.options;
     if (intake === "core") {
       logger.info("taking triggered events over core NATS (nats.intake: core): at most once");
@@ -107,7 +114,7 @@ export class NatsControlPlane implements ControlPlane {
     }
     const stream = this.options.stream ?? DEFAULT_STREAM;
     try {
-      const manager = await connection.jetstreamManager();
+      const manager = await this.jetStreamManager();
       await manager.streams.info(stream);
       logger.info({ stream }, "taking triggered events from JetStream through a durable consumer");
       return true;
@@ -153,17 +160,8 @@ export class NatsControlPlane implements ControlPlane {
             this.options.logger.error({ err: error, eventType }, "NATS subscription error");
             return;
           }
-          let body: unknown;
-          try {
-            body = natsBinding.toEvent({ subject: message.subject, data: message.data });
-          } catch (decodeError) {
-            if (!(decodeError instanceof NatsBindingError)) throw decodeError;
-            this.options.logger.warn(
-              { subject: message.subject, reason: decodeError.message },
-              "dropped a message that is not a CloudEvent",
-            );
-            return;
-          }
+          const body = this.decode(message);
+          if (body === undefined) return;
           handler({ eventType, body }).catch((handlerError: unknown) => {
             this.options.logger.error({ err: handlerError, eventType }, "event handler failed");
           });
@@ -187,7 +185,7 @@ export class NatsControlPlane implements ControlPlane {
   ): Promise<void> {
     const stream = this.options.stream ?? DEFAULT_STREAM;
     const durable = consumerName(this.options.queueGroup, eventType);
-    const manager = await connection.jetstreamManager();
+    const manager = await this.jetStreamManager();
     const config = {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
@@ -215,15 +213,8 @@ export class NatsControlPlane implements ControlPlane {
   }
 
   private deliver(message: JsMsg, eventType: string, handler: DeliveryHandler): void {
-    let body: unknown;
-    try {
-      body = natsBinding.toEvent({ subject: message.subject, data: message.data });
-    } catch (decodeError) {
-      if (!(decodeError instanceof NatsBindingError)) throw decodeError;
-      this.options.logger.warn(
-        { subject: message.subject, reason: decodeError.message },
-        "dropped a message that is not a CloudEvent",
-      );
+    const body = this.decode(message);
+    if (body === undefined) {
       message.term();
       return;
     }
@@ -245,6 +236,20 @@ export class NatsControlPlane implements ControlPlane {
    * carried its task on), and the server's acknowledgement says it was stored. Otherwise a core publish, which the
    * client buffers while it reconnects.
    */
+  /** The CloudEvent of a message; undefined (logged) for one that is not a CloudEvent. */
+  private decode(message: { subject: string; data: Uint8Array }): unknown {
+    try {
+      return natsBinding.toEvent({ subject: message.subject, data: message.data });
+    } catch (decodeError) {
+      if (!(decodeError instanceof NatsBindingError)) throw decodeError;
+      this.options.logger.warn(
+        { subject: message.subject, reason: decodeError.message },
+        "dropped a message that is not a CloudEvent",
+      );
+      return undefined;
+    }
+  }
+
   async publish(event: OutgoingEvent): Promise<void> {
     const message = natsBinding.structured(event);
     const connection = this.requireConnection();

@@ -81,6 +81,30 @@ function safely<T>(compute: () => T, fallback: T): T {
   }
 }
 
+/**
+ * The triggered event as handlers see it, its data not yet checked against the handler's schema. A scope that does
+ * not parse is kept empty, with the error, so that the event is still answered.
+ */
+function triggeredOf(
+  task: string,
+  envelope: KeptnEnvelope,
+): { base: TriggeredEvent<unknown>; scopeError?: z.ZodError } {
+  const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
+  return {
+    base: {
+      id: envelope.id,
+      type: envelope.type,
+      task,
+      shkeptncontext: envelope.shkeptncontext,
+      shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
+      gitcommitid: envelope.gitcommitid ?? undefined,
+      scope: scope.success ? scope.data : { project: "", stage: "", service: "", labels: {} },
+      data: envelope.data,
+    },
+    ...(scope.success ? {} : { scopeError: scope.error }),
+  };
+}
+
 const shutdownMessage = (task: string) => `the service shut down during the ${task}; trigger it again`;
 
 /** How many answered triggered ids are remembered to drop redeliveries of the same event. */
@@ -215,23 +239,10 @@ export class TaskConnector {
 
   /** The handler's timeout for an event whose data may not parse (it is then answered at once anyway). */
   private timeoutOf<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): number {
-    const data = handler.dataSchema.safeParse(envelope.data ?? {});
-    const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
-    if (!data.success || !scope.success) return 60_000;
-    return safely(
-      () =>
-        handler.timeoutMs({
-          id: envelope.id,
-          type: envelope.type,
-          task: handler.task,
-          shkeptncontext: envelope.shkeptncontext,
-          shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
-          gitcommitid: envelope.gitcommitid ?? undefined,
-          scope: scope.data,
-          data: data.data,
-        }),
-      60_000,
-    );
+    const { base, scopeError } = triggeredOf(handler.task, envelope);
+    const data = handler.dataSchema.safeParse(base.data ?? {});
+    if (scopeError || !data.success) return 60_000;
+    return safely(() => handler.timeoutMs({ ...base, data: data.data }), 60_000);
   }
 
   /** Forgets finished tasks older than `doneRetentionMs`. */
@@ -316,17 +327,7 @@ export class TaskConnector {
     held: HeldTask | undefined,
     resumed: boolean,
   ): Promise<void> {
-    const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
-    const base: TriggeredEvent<unknown> = {
-      id: envelope.id,
-      type: envelope.type,
-      task: handler.task,
-      shkeptncontext: envelope.shkeptncontext,
-      shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
-      gitcommitid: envelope.gitcommitid ?? undefined,
-      scope: scope.success ? scope.data : { project: "", stage: "", service: "", labels: {} },
-      data: envelope.data,
-    };
+    const { base, scopeError } = triggeredOf(handler.task, envelope);
     const logger = this.options.logger.child({
       shkeptncontext: base.shkeptncontext,
       triggeredid: base.id,
@@ -346,14 +347,7 @@ export class TaskConnector {
       finish =
         phase === "finishing" && held?.record.finish
           ? held.record.finish
-          : await this.finishOf(
-              handler,
-              base,
-              scope.success ? undefined : scope.error,
-              logger,
-              held,
-              resumed,
-            );
+          : await this.finishOf(handler, base, scopeError, logger, held, resumed);
     } catch (error) {
       // Last line of defence: whatever went wrong, the sequence must not hang on a started task.
       logger.error({ err: error, task: handler.task }, "task failed unexpectedly");

@@ -160,10 +160,6 @@ export class TaskLedger {
     }
   }
 
-  get size(): number {
-    return this.held.size;
-  }
-
   private hold(task: HeldTask): HeldTask {
     this.held.set(task.record.id, task);
     return task;

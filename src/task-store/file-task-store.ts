@@ -7,6 +7,7 @@ import { KeyedMutex } from "../shared/keyed-mutex.js";
 import {
   RevisionConflictError,
   TaskStoreUnavailableError,
+  storedRecordSchema,
   type CreateOutcome,
   type StoredTask,
   type TaskPhase,
@@ -28,13 +29,8 @@ const MAX_ENCODED_ID = 200;
 const RECORD_FILE = /^(id-[A-Za-z0-9_-]*|sha256-[0-9a-f]{64})\.json$/;
 const TEMP_FILE = /^\..*\.tmp$/;
 
-const PHASES = ["accepted", "started", "finishing", "done"] as const satisfies readonly TaskPhase[];
-
-/** What a record file holds. Only the fields this store relies on are checked; the rest is kept as written. */
-const recordFileSchema = z.object({
-  revision: z.number().int().positive(),
-  record: z.looseObject({ id: z.string(), phase: z.enum(PHASES), doneAt: z.number().optional() }),
-});
+/** What a record file holds: its revision and the record. */
+const recordFileSchema = z.object({ revision: z.number().int().positive(), record: storedRecordSchema });
 
 /** The file name of a record: base64url of the id (any string is safe), or its SHA-256 when that is too long. */
 export function recordFileName(id: string): string {

@@ -1,13 +1,13 @@
 import { createHash } from "node:crypto";
 import { ErrorCode, NatsError, type JetStreamManager, type KV, type NatsConnection } from "nats";
-import { z } from "zod";
+import type { z } from "zod";
 import { errorMessage } from "../shared/errors.js";
 import {
   RevisionConflictError,
   TaskStoreUnavailableError,
+  storedRecordSchema,
   type CreateOutcome,
   type StoredTask,
-  type TaskPhase,
   type TaskRecord,
   type TaskStore,
 } from "./task-store.js";
@@ -34,11 +34,6 @@ const READ_BATCH = 64;
 const MAX_KEY = 256;
 /** Ids used as keys as they are: KV keys allow [-/_=.A-Za-z0-9]; without `.` they never collide with the rest. */
 const PLAIN_KEY = /^[A-Za-z0-9_=-]+$/;
-
-const PHASES = ["accepted", "started", "finishing", "done"] as const satisfies readonly TaskPhase[];
-
-/** Only the fields this store relies on are checked; the rest is kept as written. */
-const recordSchema = z.looseObject({ id: z.string(), phase: z.enum(PHASES), doneAt: z.number().optional() });
 
 /** The key of a record: the id itself when it is a plain key, else `b64.<base64url>`, else `sha256.<hex>`. */
 export function recordKey(id: string): string {
@@ -200,9 +195,9 @@ export class JetStreamTaskStore implements TaskStore {
   private async read(key: string): Promise<StoredTask | undefined> {
     const entry = await this.call(`read the task record ${key}`, (kv) => kv.get(key));
     if (entry === null || entry.operation !== "PUT") return undefined;
-    let record: z.infer<typeof recordSchema>;
+    let record: z.infer<typeof storedRecordSchema>;
     try {
-      record = recordSchema.parse(JSON.parse(entry.string()));
+      record = storedRecordSchema.parse(JSON.parse(entry.string()));
     } catch (error) {
       throw new Error(
         `the value of key ${key} in JetStream bucket ${this.options.bucket} is not a task record: ${errorMessage(error)}`,

@@ -1,3 +1,5 @@
+import { z } from "zod";
+
 /**
  * The port for the state of the tasks in flight: one record per triggered event, so that a task survives a crash
  * of the service, is answered exactly once, and is owned by one replica at a time. Adapters: a JetStream
@@ -12,6 +14,18 @@
  * - `done`: `.finished` was sent. Kept for `doneRetention`, so that a redelivery of the event is recognised.
  */
 export type TaskPhase = "accepted" | "started" | "finishing" | "done";
+
+const PHASES = ["accepted", "started", "finishing", "done"] as const satisfies readonly TaskPhase[];
+
+/**
+ * A stored record as the stores read it back: only the fields a store relies on (its key, what `unfinished` and
+ * `sweep` look at) are checked; the rest is kept as written.
+ */
+export const storedRecordSchema = z.looseObject({
+  id: z.string(),
+  phase: z.enum(PHASES),
+  doneAt: z.number().optional(),
+});
 
 export interface StoredFinish {
   status: "succeeded" | "errored";

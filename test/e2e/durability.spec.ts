@@ -86,14 +86,7 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
   });
 
   it("killed after started, before its first git request: carried on after the restart", async () => {
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reached: () => void = () => undefined;
-    const atGit = new Promise<void>((resolve) => (reached = resolve));
-    world().gitServer.beforeNextRequest = async () => {
-      reached();
-      await held;
-    };
+    const { reached: atGit, release } = world().gitServer.hold("request");
     const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.1.0" });
     await atGit;
     await service.kill();
@@ -105,14 +98,7 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
   });
 
   it("killed after the commit, while its push is held: the change is committed and pushed once after the restart", async () => {
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reached: () => void = () => undefined;
-    const atPush = new Promise<void>((resolve) => (reached = resolve));
-    world().gitServer.beforeNextPush = async () => {
-      reached();
-      await held;
-    };
+    const { reached: atPush, release } = world().gitServer.hold("push");
     const head = (await gitLog(world().fixture.bareDir))[0]!.sha;
     const { id } = world().trigger({ stage: "dev", image: "docker.io/keptnexamples/carts:2.2.0" });
     await atPush;
@@ -170,14 +156,7 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
   });
 
   it("a deadline that passed while the service was down: answered errored at the restart, nothing committed", async () => {
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    let reached: () => void = () => undefined;
-    const atGit = new Promise<void>((resolve) => (reached = resolve));
-    world().gitServer.beforeNextRequest = async () => {
-      reached();
-      await held;
-    };
+    const { reached: atGit, release } = world().gitServer.hold("request");
     const triggeredAt = Date.now();
     const { id } = world().trigger({
       project: "sockshop-slow",
@@ -283,7 +262,8 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     );
     await service.restart();
     for (const id of ids) await world().answersFor(id, 60_000);
-    const stored = await Promise.all(ids.map((id) => world().storedAnswers(id)));
+    const byId = await world().storedAnswersById();
+    const stored = ids.map((id) => byId.get(id) ?? []);
     for (const answers of stored) expectOneAnswer(answers);
     const finished = stored.map((answers) => answers[1]!);
     expect(finished.filter((e) => e.data.result !== "pass").map((e) => e.data.message)).to.deep.equal([]);
@@ -344,7 +324,8 @@ describe("two replicas share 100 deployments, one killed on the way (JetStream, 
     expect(took(b), "replica b took tasks").to.be.greaterThan(0);
     await a.kill();
     for (const id of ids) await world().answersFor(id, 120_000);
-    const stored = await Promise.all(ids.map((id) => world().storedAnswers(id)));
+    const byId = await world().storedAnswersById();
+    const stored = ids.map((id) => byId.get(id) ?? []);
     for (const answers of stored) expectOneAnswer(answers);
     expect(
       stored

@@ -663,19 +663,26 @@ export class DeploymentWorld {
     return { started: this.answers.events[startedIndex] as KeptnEvent, finished };
   }
 
-  /**
-   * The answers for `triggeredid` as Keptn's shipyard-controller reads them: from the `keptn` stream (with
-   * `jetstream`), where an answer published twice with the same message id is kept once.
-   */
+  /** The answers for `triggeredid` as Keptn's shipyard-controller reads them (see `storedAnswersById`). */
   async storedAnswers(triggeredid: string): Promise<KeptnEvent[]> {
+    return (await this.storedAnswersById()).get(triggeredid) ?? [];
+  }
+
+  /**
+   * Every deployment answer in the `keptn` stream (with `jetstream`), by triggered id, in stream order: the answers
+   * as Keptn's shipyard-controller reads them, where an answer published twice with the same message id is kept
+   * once. The stream is read once per call.
+   */
+  async storedAnswersById(): Promise<Map<string, KeptnEvent[]>> {
     const manager = await this.keptn.jetstreamManager();
     const { state } = await manager.streams.info("keptn");
-    const found: KeptnEvent[] = [];
+    const found = new Map<string, KeptnEvent[]>();
     for (let seq = state.first_seq; seq <= state.last_seq; seq++) {
       const message = await manager.streams.getMessage("keptn", { seq }).catch(() => undefined);
       if (!message || !message.subject.startsWith("sh.keptn.event.deployment.")) continue;
       const event = message.json<KeptnEvent>();
-      if (event.triggeredid === triggeredid) found.push(event);
+      if (!event.triggeredid) continue;
+      found.set(event.triggeredid, [...(found.get(event.triggeredid) ?? []), event]);
     }
     return found;
   }

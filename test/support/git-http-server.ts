@@ -89,6 +89,24 @@ export class GitHttpServer {
     return gitServer;
   }
 
+  /**
+   * Holds the next request (`request`), or the next push (`push`), before it reaches git: `reached` resolves when it
+   * arrives, and it goes on to git once `release` is called. Tests kill a client while it is held.
+   */
+  hold(what: "request" | "push"): { reached: Promise<void>; release(): void } {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let arrived: () => void = () => undefined;
+    const reached = new Promise<void>((resolve) => (arrived = resolve));
+    const hook = async () => {
+      arrived();
+      await released;
+    };
+    if (what === "request") this.beforeNextRequest = hook;
+    else this.beforeNextPush = hook;
+    return { reached, release };
+  }
+
   /** `${url}/${name}`, e.g. "http://127.0.0.1:40123/gitops.git". */
   repoUrl(name: string): string {
     return `${this.url}/${name}`;
