@@ -18,7 +18,7 @@ import type { Logger } from "../shared/logger.js";
 import type { SecretRegistry } from "../shared/secrets.js";
 import { formatDuration } from "../shared/duration.js";
 import type { ControlPlane, Delivery } from "./control-plane.js";
-import type { HeldTask, TaskLedger } from "./task-ledger.js";
+import { LeaseLostError, type HeldTask, type TaskLedger } from "./task-ledger.js";
 
 /** What a task handler gets for one triggered event: the typed event, a child logger, a deadline and its signal. */
 export interface TaskContext<Data> {
@@ -119,8 +119,10 @@ export class TaskConnector {
   private readonly handlers = new Map<string, TaskHandler<any>>();
   private readonly seen = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
-  /** Aborted when the running tasks must end: the grace period of a stop is over. */
-  private readonly stopping = new AbortController();
+  /** Set when the running tasks must end: the grace period of a stop is over. */
+  private stopped = false;
+  /** The abort controller of each running task's work: one per task, aborted at the deadline, a takeover or stop. */
+  private readonly running = new Set<AbortController>();
   /** Set when a stop begins: no new task starts. */
   private stopRequested = false;
   private leaseTimer: NodeJS.Timeout | undefined;
@@ -136,6 +138,8 @@ export class TaskConnector {
     const { ledger, logger } = this.options;
     if (ledger) {
       await ledger.store.open();
+      // before the first task is recorded as this replica's, its heartbeat says the replica is alive
+      await ledger.beat();
       logger.info({ store: ledger.store.description, replica: ledger.replica }, "task store open");
     }
     const types = [...this.handlers.keys()].map((task) => taskEventType(task, "triggered"));
@@ -167,8 +171,13 @@ export class TaskConnector {
       await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, grace)))]);
       clearTimeout(timer);
     }
-    this.stopping.abort(new Error("the service is shutting down"));
+    this.stopped = true;
+    for (const controller of this.running) controller.abort(new Error("the service is shutting down"));
     await Promise.allSettled([...this.inFlight]);
+    // what is not done is handed over: the next start or another replica carries it on without waiting for the lease
+    await this.options.ledger?.end().catch((error: unknown) => {
+      this.options.logger.warn({ err: error }, "could not end the heartbeat; the tasks left wait for the lease");
+    });
   }
 
   /** Resolves when no task is running; for tests and graceful shutdown. */
@@ -223,7 +232,7 @@ export class TaskConnector {
       }
       if (this.stopRequested) {
         // Recorded, not started: the next start (or another replica) takes it.
-        await ledger.release(held, true);
+        ledger.release(held);
         return;
       }
       void this.track(this.runTask(handler, envelope.data, held));
@@ -258,14 +267,18 @@ export class TaskConnector {
     }
   }
 
-  /** Renews the leases of the tasks held, and carries on tasks whose owner stopped renewing. */
+  /** Renews this replica's heartbeat, and carries on tasks whose owner stopped (when a scan is due). */
   private async keepLeases(): Promise<void> {
     const ledger = this.options.ledger;
-    if (!ledger || this.stopRequested) return;
-    await ledger.renewAll();
-    if (!this.scanning) {
-      this.scanning = this.carryOn().finally(() => (this.scanning = undefined));
-    }
+    if (!ledger || this.stopRequested || this.scanning) return;
+    this.scanning = (async () => {
+      try {
+        await ledger.beat();
+        if (await ledger.scanDue()) await this.carryOn();
+      } catch (error) {
+        this.options.logger.warn({ err: error }, "could not renew the heartbeat; trying again");
+      }
+    })().finally(() => (this.scanning = undefined));
   }
 
   /** Claims the recorded tasks this replica may carry on (its own from before a restart, or orphaned ones). */
@@ -317,7 +330,11 @@ export class TaskConnector {
         "task interrupted; it is carried on from its recorded phase",
       );
     } finally {
-      if (held) await this.options.ledger!.release(held, !held.lost.aborted && held.record.phase !== "done");
+      if (held) {
+        this.options.ledger!.release(held);
+        // interrupted: carried on at the next turn of the lease timer, here or (after a stop) elsewhere
+        if (!held.lost && held.record.phase !== "done" && !this.stopRequested) this.options.ledger!.requestScan();
+      }
     }
   }
 
@@ -357,11 +374,11 @@ export class TaskConnector {
         message: `internal error during the ${handler.task}: ${errorMessage(error)}`,
       };
     }
-    if (held?.lost.aborted) {
+    if (held?.lost) {
       logger.info({ task: handler.task }, "task taken over by another replica; it answers");
       return;
     }
-    if (held && this.stopping.signal.aborted && phase !== "finishing") {
+    if (held && this.stopped && phase !== "finishing") {
       logger.info(
         { task: handler.task },
         "task handed over on stop; the next start or another replica answers",
@@ -370,7 +387,7 @@ export class TaskConnector {
     }
     finish.message = this.options.secrets.redact(finish.message);
     await held?.write({ phase: "finishing", finish });
-    if (held?.lost.aborted) {
+    if (held?.lost) {
       logger.info({ task: handler.task }, "task taken over by another replica before its answer; it answers");
       return;
     }
@@ -422,7 +439,7 @@ export class TaskConnector {
       };
     }
 
-    if (this.stopping.signal.aborted) {
+    if (this.stopped) {
       return {
         status: "errored",
         result: "fail",
@@ -443,17 +460,18 @@ export class TaskConnector {
         taskData: baseTaskData,
       };
     }
-    const overdueController = new AbortController();
-    const signal = AbortSignal.any([
-      overdueController.signal,
-      this.stopping.signal,
-      ...(held ? [held.lost] : []),
-    ]);
+    // One controller for whatever ends the task's work: the deadline, a takeover, or the end of a stop's grace.
+    const controller = new AbortController();
+    this.running.add(controller);
+    if (held) {
+      held.onLost = (error) => controller.abort(error);
+      if (held.lost) controller.abort(new LeaseLostError(held.record.id));
+    }
     const grace = this.options.deadlineGraceMs ?? 5_000;
     let timer: NodeJS.Timeout | undefined;
     const overdue = new Promise<TaskFinish>((resolve) => {
       timer = setTimeout(() => {
-        overdueController.abort(
+        controller.abort(
           new DeadlineExceededError(`the ${handler.task} did not finish within ${formatDuration(timeoutMs)}`),
         );
         resolve({
@@ -469,7 +487,7 @@ export class TaskConnector {
         handler.execute({
           event,
           logger,
-          signal,
+          signal: controller.signal,
           deadline,
           progress,
           ...(resumed && held ? { resumed: { taskData: { ...held.record.taskData } } } : {}),
@@ -481,6 +499,8 @@ export class TaskConnector {
       return this.finishOfError(handler.task, error, baseTaskData, logger);
     } finally {
       clearTimeout(timer);
+      this.running.delete(controller);
+      if (held) held.onLost = undefined;
     }
   }
 
@@ -509,7 +529,7 @@ export class TaskConnector {
         taskData: { ...baseTaskData, ...error.taskData },
       };
     }
-    if (this.stopping.signal.aborted) {
+    if (this.stopped) {
       return {
         status: "errored",
         result: "fail",

@@ -17,11 +17,17 @@ export interface TaskLedgerOptions {
   now?: () => number;
 }
 
-/** A record this replica holds a lease on: every write goes through here, one at a time, compare-and-set. */
+/**
+ * A record this replica holds: every write goes through here, one at a time, compare-and-set. The replica's
+ * heartbeat (`TaskLedger.beat`) is the lease; a write that finds the record changed means another replica took
+ * the task over.
+ */
 export class HeldTask {
   private revision: number;
   private tail: Promise<void> = Promise.resolve();
-  private readonly lostController = new AbortController();
+  private taken = false;
+  /** Called once when the task is found taken over; the connector aborts the task's work with it. */
+  onLost: ((error: LeaseLostError) => void) | undefined;
 
   constructor(
     private current: TaskRecord,
@@ -35,18 +41,18 @@ export class HeldTask {
     return this.current;
   }
 
-  /** Aborted when another replica took the task over (a write found the record changed). */
-  get lost(): AbortSignal {
-    return this.lostController.signal;
+  /** True once another replica took the task over (a write found the record changed). */
+  get lost(): boolean {
+    return this.taken;
   }
 
   /**
-   * Writes a change of the record after the writes before it. A conflict means the lease was lost: the signal
-   * `lost` aborts and the write is dropped, as are all after it.
+   * Writes a change of the record after the writes before it. A conflict means the task was taken over: `lost`
+   * turns true, `onLost` is called, and the write is dropped, as are all after it.
    */
   write(change: Partial<TaskRecord>): Promise<void> {
     const next = this.tail.then(async () => {
-      if (this.lost.aborted) return;
+      if (this.taken) return;
       const record = { ...this.current, ...change };
       try {
         this.revision = await this.ledger.store.update(record, this.revision);
@@ -54,16 +60,12 @@ export class HeldTask {
       } catch (error) {
         if (!(error instanceof RevisionConflictError)) throw error;
         this.ledger.logger.warn({ triggeredid: record.id }, "task taken over by another replica");
-        this.lostController.abort(new LeaseLostError(record.id));
+        this.taken = true;
+        this.onLost?.(new LeaseLostError(record.id));
       }
     });
     this.tail = next.catch(() => undefined);
     return next;
-  }
-
-  /** Writes a new lease end, keeping everything else. */
-  renew(): Promise<void> {
-    return this.write({ owner: this.ledger.replica, leaseUntil: this.ledger.now() + this.ledger.leaseMs });
   }
 }
 
@@ -76,8 +78,9 @@ export class LeaseLostError extends Error {
 }
 
 /**
- * The durable memory of the task connector: records tasks as they arrive (which also drops redeliveries), holds a
- * lease on each task this replica works on, renews it, and finds tasks whose owner stopped renewing.
+ * The durable memory of the task connector: records tasks as they arrive (which also drops redeliveries), holds
+ * the tasks this replica works on, keeps its heartbeat (one lease for all of them), and finds the tasks of
+ * replicas whose heartbeat stopped.
  */
 export class TaskLedger {
   readonly store: TaskStore;
@@ -86,6 +89,10 @@ export class TaskLedger {
   readonly logger: Logger;
   readonly now: () => number;
   private readonly held = new Map<string, HeldTask>();
+  /** The heartbeats that had ended at the last scan (replica -> until): a scan for each is enough. */
+  private readonly scannedEnded = new Map<string, number>();
+  private scanRequested = false;
+  private lastScanAt = -Infinity;
 
   constructor(options: TaskLedgerOptions) {
     this.store = options.store;
@@ -95,35 +102,35 @@ export class TaskLedger {
     this.now = options.now ?? Date.now;
   }
 
+  /** Writes this replica's heartbeat: the tasks it owns are its own for another `leaseMs`. */
+  async beat(): Promise<void> {
+    await this.store.beat(this.replica, this.now() + this.leaseMs);
+  }
+
+  /** Ends the heartbeat: the unfinished tasks of this replica may be carried on by another at once. */
+  async end(): Promise<void> {
+    await this.store.beat(this.replica, 0);
+  }
+
   /**
-   * Records a newly received task with this replica's lease. Undefined when a record of the same id exists: a
+   * Records a newly received task, owned by this replica. Undefined when a record of the same id exists: a
    * redelivery, or the same event sent twice; its owner (or a takeover) answers it.
    */
-  async accept(
-    fields: Omit<TaskRecord, "owner" | "leaseUntil" | "phase" | "taskData">,
-  ): Promise<HeldTask | undefined> {
-    const record: TaskRecord = {
-      ...fields,
-      phase: "accepted",
-      taskData: {},
-      owner: this.replica,
-      leaseUntil: this.now() + this.leaseMs,
-    };
+  async accept(fields: Omit<TaskRecord, "owner" | "phase" | "taskData">): Promise<HeldTask | undefined> {
+    const record: TaskRecord = { ...fields, phase: "accepted", taskData: {}, owner: this.replica };
     const outcome = await this.store.create(record);
     if (!outcome.created) return undefined;
     return this.hold(new HeldTask(record, outcome.revision, this));
   }
 
   /**
-   * Takes a stored task over when it is this replica's own (a restart) or its lease has run out. Undefined when
-   * another replica holds it, or got it first.
+   * Takes a stored task over (one `claimable` answered). Undefined when it is held here or done, or when another
+   * replica changed the record since it was read (it got the task first).
    */
   async claim(stored: StoredTask): Promise<HeldTask | undefined> {
     const { record } = stored;
     if (this.held.has(record.id) || record.phase === "done") return undefined;
-    const mine = record.owner === this.replica;
-    if (!mine && (record.leaseUntil ?? 0) > this.now()) return undefined;
-    const claimed: TaskRecord = { ...record, owner: this.replica, leaseUntil: this.now() + this.leaseMs };
+    const claimed: TaskRecord = { ...record, owner: this.replica };
     try {
       const revision = await this.store.update(claimed, stored.revision);
       return this.hold(new HeldTask(claimed, revision, this));
@@ -133,31 +140,45 @@ export class TaskLedger {
     }
   }
 
-  /** Tasks not done whose lease ran out (or that are this replica's own from before a restart). */
-  async claimable(): Promise<StoredTask[]> {
+  /**
+   * Whether the records should be read for tasks to carry on: a heartbeat ended since the last scan (a replica
+   * died or stopped), a task of this replica was interrupted (`requestScan`), or ten leases passed (a safety net
+   * for owners that never wrote a heartbeat).
+   */
+  async scanDue(): Promise<boolean> {
+    if (this.scanRequested || this.now() - this.lastScanAt >= 10 * this.leaseMs) return true;
     const now = this.now();
-    return (await this.store.unfinished()).filter(
-      ({ record }) =>
-        !this.held.has(record.id) && (record.owner === this.replica || (record.leaseUntil ?? 0) <= now),
-    );
+    for (const [replica, until] of await this.store.beats()) {
+      if (replica !== this.replica && until <= now && this.scannedEnded.get(replica) !== until) return true;
+    }
+    return false;
   }
 
-  /** Renews the lease of every task held. */
-  async renewAll(): Promise<void> {
-    await Promise.allSettled([...this.held.values()].map((task) => task.renew()));
+  /** Asks for a scan at the next turn: a task of this replica was let go unfinished and must be carried on. */
+  requestScan(): void {
+    this.scanRequested = true;
   }
 
   /**
-   * Lets a task go: done, lost, or handed over (`handOver` ends its lease now). A task whose hand-over cannot be
-   * written (the store is down) keeps its lease until it runs out; this replica's own are claimable at once.
+   * Tasks not done and not held here whose owner is this replica (from before a restart, or interrupted), or a
+   * replica whose heartbeat ended or was never written.
    */
-  async release(task: HeldTask, handOver = false): Promise<void> {
+  async claimable(): Promise<StoredTask[]> {
+    this.scanRequested = false;
+    this.lastScanAt = this.now();
+    const beats = await this.store.beats();
+    const now = this.now();
+    for (const [replica, until] of beats) if (until <= now) this.scannedEnded.set(replica, until);
+    return (await this.store.unfinished()).filter(({ record }) => {
+      if (this.held.has(record.id)) return false;
+      if (record.owner === undefined || record.owner === this.replica) return true;
+      return (beats.get(record.owner) ?? 0) <= now;
+    });
+  }
+
+  /** Lets a task go: done, lost, or left unfinished (carried on by the next scan, here or by another replica). */
+  release(task: HeldTask): void {
     this.held.delete(task.record.id);
-    if (handOver && !task.lost.aborted && task.record.phase !== "done") {
-      await task.write({ leaseUntil: 0 }).catch((error: unknown) => {
-        this.logger.warn({ err: error, triggeredid: task.record.id }, "could not hand over a task");
-      });
-    }
   }
 
   private hold(task: HeldTask): HeldTask {

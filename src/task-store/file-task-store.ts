@@ -7,6 +7,7 @@ import { KeyedMutex } from "../shared/keyed-mutex.js";
 import {
   RevisionConflictError,
   TaskStoreUnavailableError,
+  parseHeartbeat,
   storedRecordSchema,
   type CreateOutcome,
   type StoredTask,
@@ -28,6 +29,8 @@ const MAX_ENCODED_ID = 200;
 /** `id-<base64url>.json` or `sha256-<hex>.json`. Temp files start with a dot and never match. */
 const RECORD_FILE = /^(id-[A-Za-z0-9_-]*|sha256-[0-9a-f]{64})\.json$/;
 const TEMP_FILE = /^\..*\.tmp$/;
+/** `replica-<base64url of the replica id>.json`: a heartbeat. Never matches RECORD_FILE. */
+const HEARTBEAT_FILE = /^replica-[A-Za-z0-9_-]*\.json$/;
 
 /** What a record file holds: its revision and the record. */
 const recordFileSchema = z.object({ revision: z.number().int().positive(), record: storedRecordSchema });
@@ -37,6 +40,11 @@ export function recordFileName(id: string): string {
   const encoded = Buffer.from(id, "utf8").toString("base64url");
   if (encoded.length <= MAX_ENCODED_ID) return `id-${encoded}.json`;
   return `sha256-${createHash("sha256").update(id, "utf8").digest("hex")}.json`;
+}
+
+/** The file of a replica's heartbeat: `replica-` and the record file name's encoding of the replica id. */
+function heartbeatFileName(replica: string): string {
+  return `replica-${recordFileName(replica).replace(/^(id|sha256)-/, "")}`;
 }
 
 /**
@@ -88,6 +96,25 @@ export class FileTaskStore implements TaskStore {
     );
   }
 
+  async beat(replica: string, until: number): Promise<void> {
+    const name = heartbeatFileName(replica);
+    await this.mutex.run(name, () =>
+      this.io(`write the heartbeat of replica ${replica} in ${this.dir}`, () =>
+        this.replace(name, `${JSON.stringify({ replica, until })}\n`),
+      ),
+    );
+  }
+
+  async beats(): Promise<Map<string, number>> {
+    const beats = new Map<string, number>();
+    for (const name of await this.heartbeatFiles()) {
+      const text = await readFile(this.path(name), "utf8").catch(() => undefined);
+      const beat = text === undefined ? undefined : parseHeartbeat(text);
+      if (beat) beats.set(beat.replica, beat.until);
+    }
+    return beats;
+  }
+
   get(id: string): Promise<StoredTask | undefined> {
     return this.read(recordFileName(id));
   }
@@ -124,7 +151,16 @@ export class FileTaskStore implements TaskStore {
       });
       if (deleted) swept++;
     }
-    if (swept > 0) await this.io(`sync the task store directory ${this.dir}`, () => this.syncDir());
+    let ended = 0;
+    for (const [replica, until] of await this.beats()) {
+      if (until >= before) continue;
+      const name = heartbeatFileName(replica);
+      await this.io(`delete the heartbeat of replica ${replica} in ${this.dir}`, () =>
+        rm(this.path(name), { force: true }),
+      );
+      ended++;
+    }
+    if (swept + ended > 0) await this.io(`sync the task store directory ${this.dir}`, () => this.syncDir());
     return swept;
   }
 
@@ -134,6 +170,11 @@ export class FileTaskStore implements TaskStore {
 
   private path(name: string): string {
     return join(this.dir, name);
+  }
+
+  private async heartbeatFiles(): Promise<string[]> {
+    const names = await this.io(`list the heartbeats in ${this.dir}`, () => readdir(this.dir));
+    return names.filter((name) => HEARTBEAT_FILE.test(name));
   }
 
   private async all(): Promise<StoredTask[]> {

@@ -5,6 +5,7 @@ import { errorMessage } from "../shared/errors.js";
 import {
   RevisionConflictError,
   TaskStoreUnavailableError,
+  parseHeartbeat,
   storedRecordSchema,
   type CreateOutcome,
   type StoredTask,
@@ -42,6 +43,9 @@ export function recordKey(id: string): string {
   if (encoded.length > 0 && encoded.length <= MAX_KEY - 4) return `b64.${encoded}`;
   return `sha256.${createHash("sha256").update(id, "utf8").digest("hex")}`;
 }
+
+/** Heartbeats are kept under `replica.<recordKey(replica)>`; record keys never start with it. */
+const HEARTBEAT_PREFIX = "replica.";
 
 /** What `open()` found: the bucket, its stream, and the replicas it really has. */
 interface OpenedBucket {
@@ -144,7 +148,30 @@ export class JetStreamTaskStore implements TaskStore {
       swept++;
       await this.removeDeleteMarker(recordKey(record.id));
     }
+    for (const [replica, until] of await this.beats()) {
+      if (until >= before) continue;
+      const key = `${HEARTBEAT_PREFIX}${recordKey(replica)}`;
+      await this.call(`delete the heartbeat ${key}`, (kv) => kv.delete(key));
+      await this.removeDeleteMarker(key);
+    }
     return swept;
+  }
+
+  async beat(replica: string, until: number): Promise<void> {
+    const key = `${HEARTBEAT_PREFIX}${recordKey(replica)}`;
+    await this.call(`write the heartbeat of replica ${replica}`, (kv) =>
+      kv.put(key, JSON.stringify({ replica, until })),
+    );
+  }
+
+  async beats(): Promise<Map<string, number>> {
+    const beats = new Map<string, number>();
+    for (const key of await this.listKeys(`${HEARTBEAT_PREFIX}>`)) {
+      const entry = await this.call(`read the heartbeat ${key}`, (kv) => kv.get(key));
+      const beat = entry?.operation === "PUT" ? parseHeartbeat(entry.string()) : undefined;
+      if (beat) beats.set(beat.replica, beat.until);
+    }
+    return beats;
   }
 
   async close(): Promise<void> {
@@ -177,18 +204,22 @@ export class JetStreamTaskStore implements TaskStore {
   }
 
   private async all(): Promise<StoredTask[]> {
-    // keys() leaves out deleted and purged keys
-    const keys = await this.call("list the task records", async (kv) => {
-      const listed: string[] = [];
-      for await (const key of await kv.keys()) listed.push(key);
-      return listed;
-    });
+    const keys = (await this.listKeys()).filter((key) => !key.startsWith(HEARTBEAT_PREFIX));
     const all: StoredTask[] = [];
     for (let start = 0; start < keys.length; start += READ_BATCH) {
       const batch = await Promise.all(keys.slice(start, start + READ_BATCH).map((key) => this.read(key)));
       for (const stored of batch) if (stored !== undefined) all.push(stored);
     }
     return all;
+  }
+
+  /** The keys of the bucket (those matching `filter`); keys() leaves out deleted and purged keys. */
+  private listKeys(filter?: string): Promise<string[]> {
+    return this.call("list the keys", async (kv) => {
+      const listed: string[] = [];
+      for await (const key of await kv.keys(filter)) listed.push(key);
+      return listed;
+    });
   }
 
   /** The record under `key`; undefined when there is none, or it was deleted (a DEL or PURGE marker). */

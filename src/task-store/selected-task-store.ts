@@ -38,6 +38,14 @@ export class SelectedTaskStore implements TaskStore {
     return this.store().sweep(before);
   }
 
+  beat(replica: string, until: number): Promise<void> {
+    return this.store().beat(replica, until);
+  }
+
+  beats(): Promise<Map<string, number>> {
+    return this.store().beats();
+  }
+
   async close(): Promise<void> {
     await this.chosen?.close();
   }

@@ -27,6 +27,18 @@ export const storedRecordSchema = z.looseObject({
   doneAt: z.number().optional(),
 });
 
+const heartbeatSchema = z.object({ replica: z.string(), until: z.number() });
+
+/** A replica's heartbeat as the stores write it (`{"replica":..,"until":..}`); undefined when it is not one. */
+export function parseHeartbeat(text: string): { replica: string; until: number } | undefined {
+  try {
+    const beat = heartbeatSchema.safeParse(JSON.parse(text));
+    return beat.success ? beat.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface StoredFinish {
   status: "succeeded" | "errored";
   result: "pass" | "warning" | "fail";
@@ -52,9 +64,11 @@ export interface TaskRecord {
   finish?: StoredFinish;
   /** Epoch ms when `.finished` was sent (phase `done`). */
   doneAt?: number;
-  /** The replica that works on the task, and until when (epoch ms) its lease holds. */
+  /**
+   * The replica that works on the task. It holds the task while its heartbeat (`TaskStore.beat`) is fresh: one
+   * lease per replica, not per task, so that a replica with 10,000 tasks in flight writes one key per renewal.
+   */
   owner?: string;
-  leaseUntil?: number;
 }
 
 /** A record with the revision it was read or written at: the next update must name that revision. */
@@ -97,7 +111,14 @@ export interface TaskStore {
   update(record: TaskRecord, revision: number): Promise<number>;
   /** Every record that is not `done`. */
   unfinished(): Promise<StoredTask[]>;
-  /** Deletes `done` records whose `doneAt` is before `before` (epoch ms); answers how many. */
+  /**
+   * Deletes `done` records whose `doneAt` is before `before` (epoch ms), and heartbeats that ended before it;
+   * answers how many records.
+   */
   sweep(before: number): Promise<number>;
+  /** Writes the heartbeat of a replica: it holds the tasks it owns until `until` (epoch ms); 0 lets them go now. */
+  beat(replica: string, until: number): Promise<void>;
+  /** The heartbeat of every replica that wrote one and was not swept: replica -> until (epoch ms). */
+  beats(): Promise<Map<string, number>>;
   close(): Promise<void>;
 }

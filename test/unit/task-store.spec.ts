@@ -182,7 +182,6 @@ const SCENARIOS: { name: string; run(world: World): Promise<void> }[] = [
       const started = record("updated", {
         phase: "started",
         owner: "replica-a",
-        leaseUntil: RECEIVED_AT + 30_000,
       });
       const second = await store.update(started, first);
       expect(second).to.be.above(first);
@@ -292,6 +291,32 @@ const SCENARIOS: { name: string; run(world: World): Promise<void> }[] = [
       expect(ids(await store.unfinished())).to.deep.equal([...odd].sort());
       const outcome = await store.create(record("a/b/c"));
       expect(outcome.created).to.equal(false);
+    },
+  },
+  {
+    name: "keeps one heartbeat per replica, apart from the records, across a restart; sweeps the ended ones",
+    async run(world) {
+      const { store } = world;
+      await created(store, record("a-task", { owner: "replica-a" }));
+      await store.beat("replica-a", RECEIVED_AT + 30_000);
+      await store.beat("pod/b.with dots", RECEIVED_AT + 20_000);
+      await store.beat("replica-a", RECEIVED_AT + 40_000);
+      await store.beat("stopped", 0);
+      expect(await store.beats()).to.deep.equal(
+        new Map([
+          ["replica-a", RECEIVED_AT + 40_000],
+          ["pod/b.with dots", RECEIVED_AT + 20_000],
+          ["stopped", 0],
+        ]),
+      );
+      // heartbeats are not records
+      expect(ids(await store.unfinished())).to.deep.equal(["a-task"]);
+
+      const reopened = await world.restart();
+      expect((await reopened.beats()).get("replica-a")).to.equal(RECEIVED_AT + 40_000);
+      expect(await reopened.sweep(RECEIVED_AT + 25_000)).to.equal(0);
+      expect(await reopened.beats()).to.deep.equal(new Map([["replica-a", RECEIVED_AT + 40_000]]));
+      expect(ids(await reopened.unfinished())).to.deep.equal(["a-task"]);
     },
   },
   {
