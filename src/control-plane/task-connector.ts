@@ -176,7 +176,10 @@ export class TaskConnector {
     await Promise.allSettled([...this.inFlight]);
     // what is not done is handed over: the next start or another replica carries it on without waiting for the lease
     await this.options.ledger?.end().catch((error: unknown) => {
-      this.options.logger.warn({ err: error }, "could not end the heartbeat; the tasks left wait for the lease");
+      this.options.logger.warn(
+        { err: error },
+        "could not end the heartbeat; the tasks left wait for the lease",
+      );
     });
   }
 
@@ -333,7 +336,8 @@ export class TaskConnector {
       if (held) {
         this.options.ledger!.release(held);
         // interrupted: carried on at the next turn of the lease timer, here or (after a stop) elsewhere
-        if (!held.lost && held.record.phase !== "done" && !this.stopRequested) this.options.ledger!.requestScan();
+        if (!held.lost && held.record.phase !== "done" && !this.stopRequested)
+          this.options.ledger!.requestScan();
       }
     }
   }
