@@ -164,6 +164,8 @@ export function buildApp(deps: AppDependencies): App {
   const schedules: ArgoCdPollSchedule[] = [];
   /** One shared watch per Flux cluster that has `watch` on; closed when the service stops. */
   const fluxWatches: FluxWatch[] = [];
+  /** The Kubernetes API client of each Flux cluster; connected at start. */
+  const fluxClients: FluxClient[] = [];
   /** One sync watcher per configured Argo CD server and Flux cluster, by `watcherKey(tool, name)`. */
   const syncWatchers = new Map<string, SyncWatcher>([
     ...config.argocd.servers.map((server): [string, SyncWatcher] => {
@@ -207,6 +209,7 @@ export function buildApp(deps: AppDependencies): App {
         ...(cluster.kubeconfig ? { kubeconfig: cluster.kubeconfig } : {}),
         ...(cluster.context ? { context: cluster.context } : {}),
       });
+      fluxClients.push(client);
       const watch = cluster.watch ? new FluxWatch({ client, logger }) : undefined;
       const receiver = cluster.receiver
         ? new FluxReceiver({
@@ -267,6 +270,7 @@ export function buildApp(deps: AppDependencies): App {
     async start() {
       const listening = await listen(http, config.http.host, config.http.port);
       server = listening.server;
+      await Promise.all(fluxClients.map((client) => client.connect()));
       await controlPlane.start();
       await connector.start();
       logger.info(

@@ -1,14 +1,11 @@
-import {
-  ApiException,
+import type {
   CustomObjectsApi,
   KubeConfig,
+  KubernetesListObject,
+  KubernetesObject,
   ListWatch,
-  PatchStrategy,
-  Watch,
-  setHeaderOptions,
-  type KubernetesListObject,
-  type KubernetesObject,
 } from "@kubernetes/client-node";
+import type * as k8sModule from "@kubernetes/client-node";
 import { RetryableError, TerminalError } from "../../shared/errors.js";
 import { sourceSchema, type FluxSource } from "./flux-objects.js";
 
@@ -35,26 +32,51 @@ export function isSourceKind(kind: string): kind is FluxKind {
   return SOURCE_KINDS.has(kind);
 }
 
+type ClientNode = typeof k8sModule;
+
+/**
+ * client-node is large (about 60 MiB of resident memory once loaded, most of the service's idle footprint), so it
+ * is loaded when a Flux cluster is configured, not for Argo CD alone.
+ */
+let clientNode: Promise<ClientNode> | undefined;
+
+/** client-node with the cluster's kubeconfig loaded. */
+interface Connected {
+  k8s: ClientNode;
+  api: CustomObjectsApi;
+  config: KubeConfig;
+  server: string;
+}
+
 /** Reads Flux objects and asks for reconciles through the Kubernetes API (`@kubernetes/client-node`). */
 export class FluxClient {
-  private readonly api: CustomObjectsApi;
-  private readonly config: KubeConfig;
-  private readonly server: string;
+  private connecting: Promise<Connected> | undefined;
+  private connected: Connected | undefined;
 
-  constructor(private readonly options: FluxClientOptions) {
-    const config = (this.config = new KubeConfig());
-    // Without a kubeconfig the pod's service account; src/config has checked that there is one.
-    if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
-    else config.loadFromCluster();
-    if (options.context) config.setCurrentContext(options.context);
-    this.server = config.getCurrentCluster()?.server ?? "the in-cluster API server";
-    this.api = config.makeApiClient(CustomObjectsApi);
+  constructor(private readonly options: FluxClientOptions) {}
+
+  /**
+   * Loads client-node and the kubeconfig (the pod's service account without one). The service calls it at start,
+   * so that a kubeconfig that cannot be read stops the start; every call waits for it.
+   */
+  connect(): Promise<Connected> {
+    return (this.connecting ??= (async () => {
+      const k8s = await (clientNode ??= import("@kubernetes/client-node"));
+      const config = new k8s.KubeConfig();
+      // src/config has checked that there is a kubeconfig or an in-cluster service account
+      if (this.options.kubeconfig) config.loadFromFile(this.options.kubeconfig);
+      else config.loadFromCluster();
+      if (this.options.context) config.setCurrentContext(this.options.context);
+      const server = config.getCurrentCluster()?.server ?? "the in-cluster API server";
+      this.connected = { k8s, config, server, api: config.makeApiClient(k8s.CustomObjectsApi) };
+      return this.connected;
+    })());
   }
 
   /** One object as the API server has it; the caller parses it. */
   async read(kind: FluxKind, namespace: string, name: string): Promise<unknown> {
-    return this.call("read", kind, namespace, name, () =>
-      this.api.getNamespacedCustomObject({ ...KINDS[kind], namespace, name }),
+    return this.call("read", kind, namespace, name, ({ api }) =>
+      api.getNamespacedCustomObject({ ...KINDS[kind], namespace, name }),
     );
   }
 
@@ -67,16 +89,20 @@ export class FluxClient {
   /**
    * client-node's list-then-watch of one kind in one namespace, not started: a list, then one watch from its
    * resourceVersion, resumed where it ended (a new list after 410 Gone). It stops on an error; the caller restarts it.
+   * Only after `connect()`.
    */
   listWatch(kind: FluxKind, namespace: string): ListWatch<KubernetesObject> {
+    if (!this.connected)
+      throw new Error(`connect() the client of flux cluster ${this.options.cluster} first`);
+    const { k8s, config } = this.connected;
     const { group, version, plural } = KINDS[kind];
     const list = () =>
-      this.call("list", kind, namespace, "*", () =>
-        this.api.listNamespacedCustomObject({ group, version, namespace, plural }),
+      this.call("list", kind, namespace, "*", ({ api }) =>
+        api.listNamespacedCustomObject({ group, version, namespace, plural }),
       ) as Promise<KubernetesListObject<KubernetesObject>>;
-    return new ListWatch(
+    return new k8s.ListWatch(
       `/apis/${group}/${version}/namespaces/${namespace}/${plural}`,
-      new Watch(this.config),
+      new k8s.Watch(config),
       list,
       false,
     );
@@ -88,15 +114,15 @@ export class FluxClient {
    */
   async requestReconcile(kind: FluxKind, namespace: string, name: string, at = new Date()): Promise<string> {
     const requestedAt = at.toISOString();
-    await this.call("patch", kind, namespace, name, () =>
-      this.api.patchNamespacedCustomObject(
+    await this.call("patch", kind, namespace, name, ({ api, k8s }) =>
+      api.patchNamespacedCustomObject(
         {
           ...KINDS[kind],
           namespace,
           name,
           body: { metadata: { annotations: { "reconcile.fluxcd.io/requestedAt": requestedAt } } },
         },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
       ),
     );
     return requestedAt;
@@ -107,18 +133,19 @@ export class FluxClient {
     kind: string,
     namespace: string,
     name: string,
-    call: () => Promise<T>,
+    call: (connected: Connected) => Promise<T>,
   ): Promise<T> {
+    const connected = await this.connect();
     try {
-      return await call();
+      return await call(connected);
     } catch (error) {
-      throw this.failure(error, `${verb} ${kind} ${namespace}/${name}`);
+      throw this.failure(connected, error, `${verb} ${kind} ${namespace}/${name}`);
     }
   }
 
-  private failure(error: unknown, what: string): Error {
-    const where = `the Kubernetes API of flux cluster ${this.options.cluster} (${this.server})`;
-    if (!(error instanceof ApiException)) {
+  private failure({ k8s, server }: Connected, error: unknown, what: string): Error {
+    const where = `the Kubernetes API of flux cluster ${this.options.cluster} (${server})`;
+    if (!(error instanceof k8s.ApiException)) {
       return new RetryableError(`${where} did not answer (${what}): ${(error as Error).message}`, {
         cause: error,
       });
