@@ -82,27 +82,38 @@ function safely<T>(compute: () => T, fallback: T): T {
 }
 
 /**
- * The triggered event as handlers see it, its data not yet checked against the handler's schema. A scope that does
- * not parse is kept empty, with the error, so that the event is still answered.
+ * A triggered event as the connector carries it, parsed once: at receipt, or when a recorded task is carried on.
+ * An event whose data does not parse is kept with what is wrong with it, so that it is still answered.
  */
-function triggeredOf(
-  task: string,
-  envelope: KeptnEnvelope,
-): { base: TriggeredEvent<unknown>; scopeError?: z.ZodError } {
+interface Prepared<Data> {
+  /** The envelope's fields and scope; what `.started` and `.finished` are built from. */
+  base: TriggeredEvent<unknown>;
+  /** The event with its data typed by the handler's schema; undefined when `problems` says why not. */
+  event: TriggeredEvent<Data> | undefined;
+  problems: z.core.$ZodIssue[];
+  /** The handler's timeout for the event (60 s for one that does not parse; it is answered at once). */
+  timeoutMs: number;
+}
+
+function prepare<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): Prepared<Data> {
   const scope = keptnEventDataSchema.safeParse(envelope.data ?? {});
-  return {
-    base: {
-      id: envelope.id,
-      type: envelope.type,
-      task,
-      shkeptncontext: envelope.shkeptncontext,
-      shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
-      gitcommitid: envelope.gitcommitid ?? undefined,
-      scope: scope.success ? scope.data : { project: "", stage: "", service: "", labels: {} },
-      data: envelope.data,
-    },
-    ...(scope.success ? {} : { scopeError: scope.error }),
+  const base: TriggeredEvent<unknown> = {
+    id: envelope.id,
+    type: envelope.type,
+    task: handler.task,
+    shkeptncontext: envelope.shkeptncontext,
+    shkeptnspecversion: envelope.shkeptnspecversion ?? undefined,
+    gitcommitid: envelope.gitcommitid ?? undefined,
+    scope: scope.success ? scope.data : { project: "", stage: "", service: "", labels: {} },
+    data: undefined,
   };
+  const data = handler.dataSchema.safeParse(envelope.data ?? {});
+  if (!scope.success || !data.success) {
+    const problems = (scope.success ? data.error?.issues : scope.error.issues) ?? [];
+    return { base, event: undefined, problems, timeoutMs: 60_000 };
+  }
+  const event: TriggeredEvent<Data> = { ...base, data: data.data };
+  return { base, event, problems: [], timeoutMs: safely(() => handler.timeoutMs(event), 60_000) };
 }
 
 const shutdownMessage = (task: string) => `the service shut down during the ${task}; trigger it again`;
@@ -219,6 +230,7 @@ export class TaskConnector {
       );
       return;
     }
+    const prepared = prepare(handler, envelope.data);
     const ledger = this.options.ledger;
     if (ledger) {
       const receivedAt = ledger.now();
@@ -227,7 +239,7 @@ export class TaskConnector {
         task: handler.task,
         event: delivery.body,
         receivedAt,
-        deadline: receivedAt + this.timeoutOf(handler, envelope.data),
+        deadline: receivedAt + prepared.timeoutMs,
       });
       if (!held) {
         logger.info({ triggeredid: envelope.data.id }, "ignored a triggered event already recorded");
@@ -238,7 +250,7 @@ export class TaskConnector {
         ledger.release(held);
         return;
       }
-      void this.track(this.runTask(handler, envelope.data, held));
+      void this.track(this.runTask(handler, prepared, held));
       return;
     }
     if (this.seen.has(envelope.data.id)) {
@@ -246,15 +258,7 @@ export class TaskConnector {
       return;
     }
     this.remember(envelope.data.id);
-    void this.track(this.runTask(handler, envelope.data));
-  }
-
-  /** The handler's timeout for an event whose data may not parse (it is then answered at once anyway). */
-  private timeoutOf<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): number {
-    const { base, scopeError } = triggeredOf(handler.task, envelope);
-    const data = handler.dataSchema.safeParse(base.data ?? {});
-    if (scopeError || !data.success) return 60_000;
-    return safely(() => handler.timeoutMs({ ...base, data: data.data }), 60_000);
+    void this.track(this.runTask(handler, prepared));
   }
 
   /** Forgets finished tasks older than `doneRetentionMs`. */
@@ -305,7 +309,7 @@ export class TaskConnector {
         { triggeredid: held.record.id, phase: held.record.phase, previousOwner: stored.record.owner },
         "carrying on a recorded task",
       );
-      void this.track(this.runTask(handler, envelope.data, held, true));
+      void this.track(this.runTask(handler, prepare(handler, envelope.data), held, true));
     }
   }
 
@@ -317,19 +321,77 @@ export class TaskConnector {
     }
   }
 
+  /**
+   * Runs a task from its recorded phase (`accepted` for a new one) to its answer. A failure of the store or NATS
+   * between the steps (an outage) interrupts it: the record keeps the phase reached, and this replica (or another,
+   * after a stop) carries it on from there.
+   */
   private async runTask<Data>(
     handler: TaskHandler<Data>,
-    envelope: KeptnEnvelope,
+    prepared: Prepared<Data>,
     held?: HeldTask,
     resumed = false,
   ): Promise<void> {
+    const { base } = prepared;
+    const logger = this.options.logger.child({
+      shkeptncontext: base.shkeptncontext,
+      triggeredid: base.id,
+      project: base.scope.project,
+      stage: base.scope.stage,
+      service: base.scope.service,
+    });
+    const phase = held?.record.phase ?? "accepted";
     try {
-      await this.runHeldTask(handler, envelope, held, resumed);
+      if (phase === "accepted") {
+        await this.publish(buildStartedEvent(base, this.options.source), logger);
+        await held?.write({ phase: "started" });
+        logger.info({ task: handler.task }, "task started");
+      }
+
+      let finish: TaskFinish;
+      try {
+        finish =
+          phase === "finishing" && held?.record.finish
+            ? held.record.finish
+            : await this.finishOf(handler, prepared, logger, held, resumed);
+      } catch (error) {
+        // Last line of defence: whatever went wrong, the sequence must not hang on a started task.
+        logger.error({ err: error, task: handler.task }, "task failed unexpectedly");
+        finish = {
+          status: "errored",
+          result: "fail",
+          message: `internal error during the ${handler.task}: ${errorMessage(error)}`,
+        };
+      }
+      if (held?.lost) {
+        logger.info({ task: handler.task }, "task taken over by another replica; it answers");
+        return;
+      }
+      if (held && this.stopped && phase !== "finishing") {
+        logger.info(
+          { task: handler.task },
+          "task handed over on stop; the next start or another replica answers",
+        );
+        return;
+      }
+      finish.message = this.options.secrets.redact(finish.message);
+      await held?.write({ phase: "finishing", finish });
+      if (held?.lost) {
+        logger.info(
+          { task: handler.task },
+          "task taken over by another replica before its answer; it answers",
+        );
+        return;
+      }
+      await this.publish(buildFinishedEvent(base, this.options.source, finish), logger);
+      await held?.write({ phase: "done", doneAt: Date.now() });
+      logger.info(
+        { task: handler.task, status: finish.status, result: finish.result, message: finish.message },
+        "task finished",
+      );
     } catch (error) {
-      // The store or NATS failed between the steps (an outage): the record keeps the phase reached, and this
-      // replica (or another, once the lease ran out) carries the task on from there.
-      this.options.logger.warn(
-        { err: error, triggeredid: envelope.id, phase: held?.record.phase },
+      logger.warn(
+        { err: error, phase: held?.record.phase },
         "task interrupted; it is carried on from its recorded phase",
       );
     } finally {
@@ -342,85 +404,20 @@ export class TaskConnector {
     }
   }
 
-  private async runHeldTask<Data>(
-    handler: TaskHandler<Data>,
-    envelope: KeptnEnvelope,
-    held: HeldTask | undefined,
-    resumed: boolean,
-  ): Promise<void> {
-    const { base, scopeError } = triggeredOf(handler.task, envelope);
-    const logger = this.options.logger.child({
-      shkeptncontext: base.shkeptncontext,
-      triggeredid: base.id,
-      project: base.scope.project,
-      stage: base.scope.stage,
-      service: base.scope.service,
-    });
-    const phase = held?.record.phase ?? "accepted";
-    if (phase === "accepted") {
-      await this.publish(buildStartedEvent(base, this.options.source), logger);
-      await held?.write({ phase: "started" });
-      logger.info({ task: handler.task }, "task started");
-    }
-
-    let finish: TaskFinish;
-    try {
-      finish =
-        phase === "finishing" && held?.record.finish
-          ? held.record.finish
-          : await this.finishOf(handler, base, scopeError, logger, held, resumed);
-    } catch (error) {
-      // Last line of defence: whatever went wrong, the sequence must not hang on a started task.
-      logger.error({ err: error, task: handler.task }, "task failed unexpectedly");
-      finish = {
-        status: "errored",
-        result: "fail",
-        message: `internal error during the ${handler.task}: ${errorMessage(error)}`,
-      };
-    }
-    if (held?.lost) {
-      logger.info({ task: handler.task }, "task taken over by another replica; it answers");
-      return;
-    }
-    if (held && this.stopped && phase !== "finishing") {
-      logger.info(
-        { task: handler.task },
-        "task handed over on stop; the next start or another replica answers",
-      );
-      return;
-    }
-    finish.message = this.options.secrets.redact(finish.message);
-    await held?.write({ phase: "finishing", finish });
-    if (held?.lost) {
-      logger.info({ task: handler.task }, "task taken over by another replica before its answer; it answers");
-      return;
-    }
-    await this.publish(buildFinishedEvent(base, this.options.source, finish), logger);
-    await held?.write({ phase: "done", doneAt: Date.now() });
-    logger.info(
-      { task: handler.task, status: finish.status, result: finish.result, message: finish.message },
-      "task finished",
-    );
-  }
-
   private async finishOf<Data>(
     handler: TaskHandler<Data>,
-    base: TriggeredEvent<unknown>,
-    scopeError: z.ZodError | undefined,
+    { base, event, problems, timeoutMs }: Prepared<Data>,
     logger: Logger,
     held: HeldTask | undefined,
     resumed: boolean,
   ): Promise<TaskFinish> {
-    const data = handler.dataSchema.safeParse(base.data ?? {});
-    if (scopeError || !data.success) {
-      const issues = (scopeError ?? data.error)?.issues ?? [];
+    if (!event) {
       return {
         status: "errored",
         result: "fail",
-        message: `the ${base.type} event is malformed: ${issues.map((i) => `${["data", ...i.path].join(".")}: ${i.message}`).join("; ")}`,
+        message: `the ${base.type} event is malformed: ${problems.map((i) => `${["data", ...i.path].join(".")}: ${i.message}`).join("; ")}`,
       };
     }
-    const event: TriggeredEvent<Data> = { ...base, data: data.data };
     // What is known of the task so far: the handler's base data, then whatever it reports as it goes.
     const baseTaskData: Record<string, unknown> = { ...safely(() => handler.baseTaskData(event), {}) };
     // A resumed task starts from what its earlier run recorded.
@@ -452,8 +449,7 @@ export class TaskConnector {
       };
     }
     // A recorded task keeps the deadline it got when it arrived, across restarts and takeovers.
-    const deadline = held?.record.deadline ?? Date.now() + handler.timeoutMs(event);
-    const timeoutMs = handler.timeoutMs(event);
+    const deadline = held?.record.deadline ?? Date.now() + timeoutMs;
     const leftMs = Math.max(0, deadline - Date.now());
     if (resumed && leftMs === 0) {
       // Nothing is started after the deadline: the task is answered as timed out.

@@ -125,6 +125,8 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
   private readonly ancestry = new Map<string, boolean>();
   /** Changes waiting for their repository and branch, by `key()`: the next turn of the lock commits them together. */
   private readonly queues = new Map<string, Queued[]>();
+  /** Keys with a turn of the lock queued that has not yet taken its group (`scheduleTurn`). */
+  private readonly turnsWaiting = new Set<string>();
   /** The `GIT_SSH_COMMAND` of each SSH repository, by name: its key files are written once, on first use. */
   private readonly sshCommands = new Map<string, Promise<string>>();
 
@@ -156,14 +158,24 @@ export class SimpleGitGitopsRepo implements GitopsRepo {
       queue.push({ request, resolve, reject });
       this.queues.set(key, queue);
     });
-    // One turn of the repository's lock per change. The turn takes every change queued by then (up to the
-    // limit) into one commit, so this change may be committed by an earlier turn, and this turn finds nothing.
-    // The change's answer comes from the turn that takes it; commitGroup answers every change it took.
+    this.scheduleTurn(key);
+    return queued;
+  }
+
+  /**
+   * Queues a turn of the repository's lock, unless one is queued that has not yet taken its group. A turn takes
+   * the changes queued by then (up to the limit) into one commit, and queues the next turn when changes are left,
+   * so that 10,000 waiting changes wait for one turn, not 10,000. commitGroup answers every change it took.
+   */
+  private scheduleTurn(key: string): void {
+    if (this.turnsWaiting.has(key)) return;
+    this.turnsWaiting.add(key);
     void this.mutex.run(key, async () => {
+      this.turnsWaiting.delete(key);
       const group = this.takeGroup(key);
+      if (this.queues.has(key)) this.scheduleTurn(key);
       if (group.length > 0) await this.commitGroup(group);
     });
-    return queued;
   }
 
   /**
