@@ -14,9 +14,10 @@ import {
   RetryableError,
   TerminalError,
 } from "../shared/errors.js";
-import type { Logger } from "../shared/logger.js";
+import { taskLogger, type Logger } from "../shared/logger.js";
 import type { SecretRegistry } from "../shared/secrets.js";
 import { formatDuration } from "../shared/duration.js";
+import { Gate } from "../shared/gate.js";
 import type { ControlPlane, Delivery } from "./control-plane.js";
 import { LeaseLostError, type HeldTask, type TaskLedger } from "./task-ledger.js";
 
@@ -118,6 +119,9 @@ function prepare<Data>(handler: TaskHandler<Data>, envelope: KeptnEnvelope): Pre
 
 const shutdownMessage = (task: string) => `the service shut down during the ${task}; trigger it again`;
 
+/** Tasks that may be between receipt and their recorded `.started` at once. */
+const START_GATE = 64;
+
 /** How many answered triggered ids are remembered to drop redeliveries of the same event. */
 const REMEMBERED_IDS = 10_000;
 
@@ -129,6 +133,11 @@ export class TaskConnector {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private readonly handlers = new Map<string, TaskHandler<any>>();
   private readonly seen = new Set<string>();
+  /**
+   * Tasks between receipt and their recorded `.started`. A burst of thousands of events would otherwise have all
+   * of them half-way at once, and the garbage of each step would live long enough to grow the heap for good.
+   */
+  private readonly startGate = new Gate(START_GATE);
   private readonly inFlight = new Set<Promise<void>>();
   /** Set when the running tasks must end: the grace period of a stop is over. */
   private stopped = false;
@@ -231,34 +240,55 @@ export class TaskConnector {
       return;
     }
     const prepared = prepare(handler, envelope.data);
+    // Until its `.started` is sent and recorded, a task holds a place at the gate (the intake waits for one).
+    const leave = await this.startGate.enter();
+    try {
+      await this.accept(handler, prepared, delivery, leave);
+    } catch (error) {
+      leave();
+      throw error;
+    }
+  }
+
+  private async accept<Data>(
+    handler: TaskHandler<Data>,
+    prepared: Prepared<Data>,
+    delivery: Delivery,
+    leave: () => void,
+  ): Promise<void> {
+    const { logger } = this.options;
+    const { id } = prepared.base;
     const ledger = this.options.ledger;
     if (ledger) {
       const receivedAt = ledger.now();
       const held = await ledger.accept({
-        id: envelope.data.id,
+        id,
         task: handler.task,
         event: delivery.body,
         receivedAt,
         deadline: receivedAt + prepared.timeoutMs,
       });
       if (!held) {
-        logger.info({ triggeredid: envelope.data.id }, "ignored a triggered event already recorded");
+        leave();
+        logger.info({ triggeredid: id }, "ignored a triggered event already recorded");
         return;
       }
       if (this.stopRequested) {
         // Recorded, not started: the next start (or another replica) takes it.
+        leave();
         ledger.release(held);
         return;
       }
-      void this.track(this.runTask(handler, prepared, held));
+      void this.track(this.runTask(handler, prepared, held, false, leave));
       return;
     }
-    if (this.seen.has(envelope.data.id)) {
-      logger.info({ triggeredid: envelope.data.id }, "ignored a redelivered triggered event");
+    if (this.seen.has(id)) {
+      leave();
+      logger.info({ triggeredid: id }, "ignored a redelivered triggered event");
       return;
     }
-    this.remember(envelope.data.id);
-    void this.track(this.runTask(handler, prepared));
+    this.remember(id);
+    void this.track(this.runTask(handler, prepared, undefined, false, leave));
   }
 
   /** Forgets finished tasks older than `doneRetentionMs`. */
@@ -331,9 +361,10 @@ export class TaskConnector {
     prepared: Prepared<Data>,
     held?: HeldTask,
     resumed = false,
+    leave?: () => void,
   ): Promise<void> {
     const { base } = prepared;
-    const logger = this.options.logger.child({
+    const logger = taskLogger(this.options.logger, {
       shkeptncontext: base.shkeptncontext,
       triggeredid: base.id,
       project: base.scope.project,
@@ -347,6 +378,7 @@ export class TaskConnector {
         await held?.write({ phase: "started" });
         logger.info({ task: handler.task }, "task started");
       }
+      leave?.();
 
       let finish: TaskFinish;
       try {
@@ -395,6 +427,7 @@ export class TaskConnector {
         "task interrupted; it is carried on from its recorded phase",
       );
     } finally {
+      leave?.();
       if (held) {
         this.options.ledger!.release(held);
         // interrupted: carried on at the next turn of the lease timer, here or (after a stop) elsewhere
