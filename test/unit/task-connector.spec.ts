@@ -6,6 +6,7 @@ import { TaskConnector, type TaskHandler } from "../../src/control-plane/task-co
 import { DeploymentFailedError, TerminalError } from "../../src/shared/errors.js";
 import { createLogger } from "../../src/shared/logger.js";
 import { SecretRegistry } from "../../src/shared/secrets.js";
+import { waitFor } from "../support/wait.js";
 
 /** A ControlPlane fake: deliveries are pushed by the test, publications are recorded. */
 class InMemoryControlPlane implements ControlPlane {
@@ -196,6 +197,41 @@ describe("TaskConnector (the go-utils SDK port)", () => {
       status: "errored",
       message: "the service shut down during the test; trigger it again",
     });
+  });
+
+  it("lets at most 64 tasks of a burst be between receipt and .started at once, and answers all of them", async () => {
+    const { controlPlane, connector } = connectorWith(
+      handler(async () => ({ status: "succeeded", result: "pass", message: "ok" })),
+    );
+    // NATS is slow to confirm the .started events: each waits until the test lets the waiting ones through.
+    let pending: Array<() => void> = [];
+    let mostAtOnce = 0;
+    const publish = controlPlane.publish.bind(controlPlane);
+    controlPlane.publish = async (event) => {
+      if (event.type.endsWith(".started")) {
+        await new Promise<void>((resolve) => {
+          pending.push(resolve);
+          mostAtOnce = Math.max(mostAtOnce, pending.length);
+        });
+      }
+      await publish(event);
+    };
+    await connector.start();
+    const deliveries = Array.from({ length: 200 }, (_, i) => controlPlane.deliver(triggered(`burst-${i}`)));
+    await waitFor(() => pending.length === 64, { timeoutMs: 5_000, what: "64 .started events on their way" });
+    const finished = () => controlPlane.published.filter((e) => e.type.endsWith(".finished")).length;
+    while (finished() < 200) {
+      const through = pending;
+      pending = [];
+      for (const resolve of through) resolve();
+      await waitFor(() => pending.length > 0 || finished() === 200, {
+        timeoutMs: 5_000,
+        what: "the next tasks to start",
+      });
+    }
+    await Promise.all(deliveries);
+    expect(mostAtOnce).to.equal(64);
+    expect(controlPlane.published.filter((e) => e.type.endsWith(".started"))).to.have.length(200);
   });
 
   it("answers events that arrive while stopping without running the handler", async () => {
