@@ -149,6 +149,8 @@ export class TaskConnector {
   private sweepTimer: NodeJS.Timeout | undefined;
   /** The scan for tasks to carry on, while one runs (the lease timer skips a turn rather than overlap). */
   private scanning: Promise<void> | undefined;
+  /** The write of the heartbeat, while one is on its way. */
+  private beating: Promise<void> | undefined;
 
   constructor(private readonly options: TaskConnectorOptions) {
     for (const handler of options.handlers) this.handlers.set(handler.task, handler);
@@ -166,9 +168,11 @@ export class TaskConnector {
     await this.options.controlPlane.subscribe(types, (delivery) => this.track(this.onDelivery(delivery)));
     logger.info({ types }, "subscribed to task events");
     if (ledger) {
-      await this.carryOn();
-      this.leaseTimer = setInterval(() => void this.keepLeases(), Math.max(50, ledger.leaseMs / 3));
+      // the heartbeat goes on while the first scan reads what there is to carry on, however long that takes
+      this.leaseTimer = setInterval(() => this.keepLeases(), Math.max(50, ledger.leaseMs / 3));
       this.leaseTimer.unref();
+      this.scanning = this.carryOn().finally(() => (this.scanning = undefined));
+      await this.scanning;
       await this.sweep();
       this.sweepTimer = setInterval(() => void this.sweep(), 3_600_000);
       this.sweepTimer.unref();
@@ -182,8 +186,8 @@ export class TaskConnector {
    */
   async stop(): Promise<void> {
     this.stopRequested = true;
-    clearInterval(this.leaseTimer);
     clearInterval(this.sweepTimer);
+    // the heartbeat goes on through the grace period: the tasks still running are this replica's
     await this.scanning;
     const grace = this.options.stopGraceMs ?? 0;
     if (this.inFlight.size > 0 && grace > 0) {
@@ -194,6 +198,8 @@ export class TaskConnector {
     this.stopped = true;
     for (const controller of this.running) controller.abort(new Error("the service is shutting down"));
     await Promise.allSettled([...this.inFlight]);
+    clearInterval(this.leaseTimer);
+    await this.beating;
     // what is not done is handed over: the next start or another replica carries it on without waiting for the lease
     await this.options.ledger?.end().catch((error: unknown) => {
       this.options.logger.warn(
@@ -304,18 +310,27 @@ export class TaskConnector {
     }
   }
 
-  /** Renews this replica's heartbeat, and carries on tasks whose owner stopped (when a scan is due). */
-  private async keepLeases(): Promise<void> {
+  /**
+   * Renews this replica's heartbeat, and carries on tasks whose owner stopped when a scan is due. The heartbeat
+   * never waits for a scan: a long scan must not make this replica's own tasks look orphaned.
+   */
+  private keepLeases(): void {
     const ledger = this.options.ledger;
-    if (!ledger || this.stopRequested || this.scanning) return;
-    this.scanning = (async () => {
-      try {
-        await ledger.beat();
-        if (await ledger.scanDue()) await this.carryOn();
-      } catch (error) {
+    if (!ledger) return;
+    this.beating ??= ledger
+      .beat()
+      .catch((error: unknown) => {
         this.options.logger.warn({ err: error }, "could not renew the heartbeat; trying again");
-      }
-    })().finally(() => (this.scanning = undefined));
+      })
+      .finally(() => (this.beating = undefined));
+    if (this.stopRequested) return;
+    this.scanning ??= (async () => {
+      if (await ledger.scanDue()) await this.carryOn();
+    })()
+      .catch((error: unknown) => {
+        this.options.logger.warn({ err: error }, "could not look for tasks to carry on; trying again");
+      })
+      .finally(() => (this.scanning = undefined));
   }
 
   /** Claims the recorded tasks this replica may carry on (its own from before a restart, or orphaned ones). */
@@ -333,7 +348,11 @@ export class TaskConnector {
       const handler = this.handlers.get(stored.record.task);
       const envelope = keptnEnvelopeSchema.safeParse(stored.record.event);
       if (!handler || !envelope.success) continue;
-      const held = await ledger.claim(stored).catch(() => undefined);
+      const held = await ledger.claim(stored).catch((error: unknown) => {
+        this.options.logger.warn({ err: error, triggeredid: stored.record.id }, "could not claim a task");
+        ledger.requestScan();
+        return undefined;
+      });
       if (!held) continue;
       this.options.logger.info(
         { triggeredid: held.record.id, phase: held.record.phase, previousOwner: stored.record.owner },

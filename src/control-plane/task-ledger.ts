@@ -107,9 +107,12 @@ export class TaskLedger {
     await this.store.beat(this.replica, this.now() + this.leaseMs);
   }
 
-  /** Ends the heartbeat: the unfinished tasks of this replica may be carried on by another at once. */
+  /**
+   * Ends the heartbeat: the unfinished tasks of this replica may be carried on by another at once. It ends now
+   * (not at 0), so that every stop of a replica id is a new end the others scan for.
+   */
   async end(): Promise<void> {
-    await this.store.beat(this.replica, 0);
+    await this.store.beat(this.replica, this.now());
   }
 
   /**
@@ -164,12 +167,15 @@ export class TaskLedger {
    * replica whose heartbeat ended or was never written.
    */
   async claimable(): Promise<StoredTask[]> {
-    this.scanRequested = false;
-    this.lastScanAt = this.now();
+    const startedAt = this.now();
     const beats = await this.store.beats();
+    const unfinished = await this.store.unfinished();
+    // only a scan that read everything counts: a failed one is tried again at the next turn
+    this.scanRequested = false;
+    this.lastScanAt = startedAt;
     const now = this.now();
     for (const [replica, until] of beats) if (until <= now) this.scannedEnded.set(replica, until);
-    return (await this.store.unfinished()).filter(({ record }) => {
+    return unfinished.filter(({ record }) => {
       if (this.held.has(record.id)) return false;
       if (record.owner === undefined || record.owner === this.replica) return true;
       return (beats.get(record.owner) ?? 0) <= now;
