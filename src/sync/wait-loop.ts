@@ -1,6 +1,6 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { DeadlineExceededError, RetryableError, errorMessage } from "../shared/errors.js";
 import { backoffDelay, type RetryPolicy } from "../shared/retry.js";
+import type { Wake } from "./news.js";
 import type { SyncTarget } from "./sync-watcher.js";
 
 const TRANSIENT_BACKOFF: RetryPolicy = { attempts: 0, baseDelayMs: 250, maxDelayMs: 5_000 };
@@ -43,9 +43,10 @@ export class WaitLoop {
 
   /**
    * Waits `ms`, or less when `wake` fires (news from a watch stream), or ends the wait with a
-   * DeadlineExceededError once the deadline has passed.
+   * DeadlineExceededError once the deadline has passed. An abort of the request's signal ends it with an
+   * AbortError whose cause is the signal's reason.
    */
-  async pause(ms: number, wake?: AbortSignal): Promise<void> {
+  async pause(ms: number, wake?: Wake): Promise<void> {
     const left = this.request.deadline - Date.now();
     if (left <= 0) {
       throw new DeadlineExceededError(
@@ -54,11 +55,29 @@ export class WaitLoop {
           : `${this.subject} could not be read in time; last seen: ${this.lastSeen}`,
       );
     }
-    const signal = wake ? AbortSignal.any([this.request.signal, wake]) : this.request.signal;
-    try {
-      await sleep(Math.min(ms, left), undefined, { signal });
-    } catch (error) {
-      if (this.request.signal.aborted || !wake?.aborted) throw error;
-    }
+    const { signal } = this.request;
+    if (signal.aborted) throw abortError(signal);
+    // A timer, one listener and the wake's function: no AbortSignal.any per pause (it keeps a weak reference in
+    // the task's signal for every pause, and thousands of deployments pause many times each).
+    await new Promise<void>((resolve, reject) => {
+      const end = (error?: Error) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        wake?.clear();
+        if (error) reject(error);
+        else resolve();
+      };
+      const onAbort = () => end(abortError(signal));
+      const timer = setTimeout(end, Math.min(ms, left));
+      signal.addEventListener("abort", onAbort, { once: true });
+      wake?.onFire(end);
+    });
   }
+}
+
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error("The operation was aborted", { cause: signal.reason }), {
+    name: "AbortError",
+    code: "ABORT_ERR",
+  });
 }

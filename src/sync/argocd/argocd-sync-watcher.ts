@@ -79,6 +79,12 @@ function unhealthyDetails(app: Application): string {
  * it is Synced and Healthy (pass), Degraded or failed (fail), or the deadline passes.
  */
 export class ArgoCdSyncWatcher implements SyncWatcher {
+  /**
+   * The refreshing read of an application after a push, by application and commit while it is on its way: the
+   * deployments of one commit (a burst commits up to 50 together) ask Argo CD to refresh once, not once each.
+   */
+  private readonly refreshes = new Map<string, Promise<Application>>();
+
   constructor(private readonly options: ArgoCdSyncWatcherOptions) {}
 
   async waitForSync(request: SyncRequest): Promise<SyncOutcome> {
@@ -112,9 +118,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     const { client, stream, schedule } = this.options;
     const { application, signal, logger } = request;
 
-    let app = await loop.call(() =>
-      client.getApplication(application, { ...query, refresh: "normal" }, signal),
-    );
+    let app = await loop.call(() => this.refreshed(request, query));
     loop.lastSeen = describe(app);
     // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
     // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the lab's
@@ -140,6 +144,23 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       await loop.pause(next.ms, next.wake);
       app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
     }
+  }
+
+  /**
+   * The application read with `refresh=normal`, shared by the deployments waiting for the same commit of it. The
+   * shared read has no deployment's signal (one deployment's abort must not fail the others); the client's
+   * request timeout bounds it.
+   */
+  private refreshed(request: SyncRequest, query: { appNamespace?: string }): Promise<Application> {
+    const key = `${query.appNamespace ?? ""}/${request.application}@${request.commit}`;
+    let read = this.refreshes.get(key);
+    if (!read) {
+      read = this.options.client
+        .getApplication(request.application, { ...query, refresh: "normal" })
+        .finally(() => this.refreshes.delete(key));
+      this.refreshes.set(key, read);
+    }
+    return read;
   }
 
   /** Whether the last operation synced, or is syncing, a revision that contains the commit. */
