@@ -521,31 +521,33 @@ export class TaskConnector {
     }
     const grace = this.options.deadlineGraceMs ?? 5_000;
     let timer: NodeJS.Timeout | undefined;
-    const overdue = new Promise<TaskFinish>((resolve) => {
-      timer = setTimeout(() => {
-        controller.abort(
-          new DeadlineExceededError(`the ${handler.task} did not finish within ${formatDuration(timeoutMs)}`),
-        );
-        resolve({
-          status: "errored",
-          result: "fail",
-          message: `the ${handler.task} did not finish within ${formatDuration(timeoutMs)}; the service stopped waiting`,
-          taskData: baseTaskData,
-        });
-      }, leftMs + grace);
-    });
     try {
-      const outcome = await Promise.race([
-        handler.execute({
-          event,
-          logger,
-          signal: controller.signal,
-          deadline,
-          progress,
-          ...(resumed && held ? { resumed: { taskData: { ...held.record.taskData } } } : {}),
-        }),
-        overdue,
-      ]);
+      // The handler's answer, or the deadline's when the handler has not answered by then (plus the grace).
+      const outcome = await new Promise<TaskFinish>((resolve, reject) => {
+        timer = setTimeout(() => {
+          controller.abort(
+            new DeadlineExceededError(
+              `the ${handler.task} did not finish within ${formatDuration(timeoutMs)}`,
+            ),
+          );
+          resolve({
+            status: "errored",
+            result: "fail",
+            message: `the ${handler.task} did not finish within ${formatDuration(timeoutMs)}; the service stopped waiting`,
+            taskData: baseTaskData,
+          });
+        }, leftMs + grace);
+        handler
+          .execute({
+            event,
+            logger,
+            signal: controller.signal,
+            deadline,
+            progress,
+            ...(resumed && held ? { resumed: { taskData: { ...held.record.taskData } } } : {}),
+          })
+          .then(resolve, reject);
+      });
       return { ...outcome, taskData: { ...baseTaskData, ...outcome.taskData } };
     } catch (error) {
       return this.finishOfError(handler.task, error, baseTaskData, logger);

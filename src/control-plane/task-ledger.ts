@@ -53,7 +53,7 @@ export class HeldTask {
   write(change: Partial<TaskRecord>): Promise<void> {
     const next = this.tail.then(async () => {
       if (this.taken) return;
-      const record = { ...this.current, ...change };
+      const record = changed(this.current, change);
       try {
         this.revision = await this.ledger.store.update(record, this.revision);
         this.current = record;
@@ -67,6 +67,26 @@ export class HeldTask {
     this.tail = next.catch(() => undefined);
     return next;
   }
+}
+
+/**
+ * The record with `change` applied, as a literal with every field in one order: a spread copy gets a hidden
+ * class of its own each time (about 250 bytes), and thousands of records are held at once. Undefined fields are
+ * left out of the stored JSON.
+ */
+function changed(record: TaskRecord, change: Partial<TaskRecord>): TaskRecord {
+  return {
+    id: record.id,
+    task: record.task,
+    event: record.event,
+    phase: change.phase ?? record.phase,
+    receivedAt: record.receivedAt,
+    deadline: record.deadline,
+    taskData: change.taskData ?? record.taskData,
+    finish: change.finish ?? record.finish,
+    doneAt: change.doneAt ?? record.doneAt,
+    owner: change.owner ?? record.owner,
+  };
 }
 
 /** The task moved to another replica while this one worked on it: it must stop without answering. */
@@ -120,7 +140,7 @@ export class TaskLedger {
    * redelivery, or the same event sent twice; its owner (or a takeover) answers it.
    */
   async accept(fields: Omit<TaskRecord, "owner" | "phase" | "taskData">): Promise<HeldTask | undefined> {
-    const record: TaskRecord = { ...fields, phase: "accepted", taskData: {}, owner: this.replica };
+    const record = changed({ ...fields, phase: "accepted", taskData: {} }, { owner: this.replica });
     const outcome = await this.store.create(record);
     if (!outcome.created) return undefined;
     return this.hold(new HeldTask(record, outcome.revision, this));
@@ -133,7 +153,7 @@ export class TaskLedger {
   async claim(stored: StoredTask): Promise<HeldTask | undefined> {
     const { record } = stored;
     if (this.held.has(record.id) || record.phase === "done") return undefined;
-    const claimed: TaskRecord = { ...record, owner: this.replica };
+    const claimed = changed(record, { owner: this.replica });
     try {
       const revision = await this.store.update(claimed, stored.revision);
       return this.hold(new HeldTask(claimed, revision, this));

@@ -44,9 +44,9 @@ export class WaitLoop {
   /**
    * Waits `ms`, or less when `wake` fires (news from a watch stream), or ends the wait with a
    * DeadlineExceededError once the deadline has passed. An abort of the request's signal ends it with an
-   * AbortError whose cause is the signal's reason.
+   * AbortError whose cause is the signal's reason. Both are thrown at the call when they are known then.
    */
-  async pause(ms: number, wake?: Wake): Promise<void> {
+  pause(ms: number, wake?: Wake): Promise<void> {
     const left = this.request.deadline - Date.now();
     if (left <= 0) {
       throw new DeadlineExceededError(
@@ -58,8 +58,9 @@ export class WaitLoop {
     const { signal } = this.request;
     if (signal.aborted) throw abortError(signal);
     // A timer, one listener and the wake's function: no AbortSignal.any per pause (it keeps a weak reference in
-    // the task's signal for every pause, and thousands of deployments pause many times each).
-    await new Promise<void>((resolve, reject) => {
+    // the task's signal for every pause, and thousands of deployments pause many times each). Not an async
+    // function: thousands wait here at once, and each async frame costs its own generator and promise.
+    return new Promise<void>((resolve, reject) => {
       const end = (error?: Error) => {
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);

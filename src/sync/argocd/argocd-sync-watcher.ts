@@ -100,49 +100,41 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     const unschedule = this.options.schedule?.subscribe(application, (app) => {
       if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
     });
+    // follow() inline, not a call: thousands of deployments wait in here at once, each async frame costs memory
     try {
-      return await this.follow(request, loop, query, news);
+      const { client, stream, schedule } = this.options;
+      const { signal, logger } = request;
+
+      let app = await loop.call(() => this.refreshed(request, query));
+      loop.lastSeen = describe(app);
+      // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
+      // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the
+      // lab's never-fooled trap 3). Only an operation that already synced (or is syncing) the commit is.
+      if (!autoSyncs(app) && !(await this.operationCovers(app, request))) {
+        app = await loop.call(() => client.sync(application, { revision: request.commit, ...query }, signal));
+        logger.info(
+          { application, revision: request.commit },
+          "started an Argo CD sync (the application has no automated sync policy)",
+        );
+      }
+      for (;;) {
+        const verdict = await this.verdict(app, request);
+        if (verdict) return verdict;
+        loop.lastSeen = describe(app);
+        // The stream, or else the shared schedule, brings new versions; the own read is then only a safety net.
+        const watching = stream?.connected === true || schedule?.delivering === true;
+        const interval = watching
+          ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
+          : this.options.pollIntervalMs;
+        // Even with news waiting, pause(0) checks the deadline, so a flapping application cannot outlive it.
+        const next = news.nextPause(interval);
+        await loop.pause(next.ms, next.wake);
+        app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
+      }
     } finally {
       unsubscribe?.();
       unregister?.();
       unschedule?.();
-    }
-  }
-
-  private async follow(
-    request: SyncRequest,
-    loop: WaitLoop,
-    query: { appNamespace?: string },
-    news: News<Application>,
-  ): Promise<SyncOutcome> {
-    const { client, stream, schedule } = this.options;
-    const { application, signal, logger } = request;
-
-    let app = await loop.call(() => this.refreshed(request, query));
-    loop.lastSeen = describe(app);
-    // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
-    // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the lab's
-    // never-fooled trap 3). Only an operation that already synced (or is syncing) the commit is.
-    if (!autoSyncs(app) && !(await this.operationCovers(app, request))) {
-      app = await loop.call(() => client.sync(application, { revision: request.commit, ...query }, signal));
-      logger.info(
-        { application, revision: request.commit },
-        "started an Argo CD sync (the application has no automated sync policy)",
-      );
-    }
-    for (;;) {
-      const verdict = await this.verdict(app, request);
-      if (verdict) return verdict;
-      loop.lastSeen = describe(app);
-      // The stream, or else the shared schedule, brings new versions; the own read is then only a safety net.
-      const watching = stream?.connected === true || schedule?.delivering === true;
-      const interval = watching
-        ? (this.options.watchPollIntervalMs ?? this.options.pollIntervalMs)
-        : this.options.pollIntervalMs;
-      // Even with news waiting, pause(0) checks the deadline, so a flapping application cannot outlive it.
-      const next = news.nextPause(interval);
-      await loop.pause(next.ms, next.wake);
-      app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
     }
   }
 
