@@ -79,6 +79,11 @@ export class ServiceProcess {
     return this.child?.pid;
   }
 
+  /** Whether the process runs (it may have exited on its own, e.g. out of heap). */
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   /** SIGKILL: no stop, no hand-over, nothing flushed. */
   async kill(): Promise<void> {
     this.child?.kill("SIGKILL");
