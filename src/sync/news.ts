@@ -79,6 +79,11 @@ export class News<T> {
     return { ms, wake: this.waiting };
   }
 
+  /** True shortly after a poke: a read now must ask the API, not use a version seen before the notification. */
+  followingUp(): boolean {
+    return Date.now() < this.followUpUntil;
+  }
+
   /** The newest version since the last take, if any. */
   take(): T | undefined {
     const version = this.latest;

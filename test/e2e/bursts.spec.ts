@@ -101,6 +101,24 @@ describe("bursts: deployments queued for one repository and branch share commits
     ).to.equal(true);
   });
 
+  it("asks Argo CD for one refresh per application and commit, however many deployments of it the commit holds", async () => {
+    const service = SERVICES[0]!;
+    const calls = world().argo.requests.length;
+    const triggered = Array.from({ length: 8 }, (_, i) =>
+      world().trigger({ service, image: `docker.io/keptnexamples/${service}:5.0.${i + 1}` }),
+    );
+    const finished = await Promise.all(
+      triggered.map(async ({ id }) => (await world().answersFor(id, 60_000)).finished),
+    );
+    for (const answer of finished) expect(answer.data).to.include({ status: "succeeded", result: "pass" });
+    const commits = new Set(finished.map((answer) => answer.data.deployment!.gitCommit));
+    expect(commits.size, `${commits.size} commits for 8 deployments`).to.be.below(8);
+    const refreshes = world()
+      .argo.requests.slice(calls)
+      .filter((r) => r.method === "GET" && r.query["refresh"]);
+    expect(refreshes, "one refreshing read per commit").to.have.length(commits.size);
+  });
+
   it("fails only the deployment whose file cannot be edited; the others of its group are committed", async () => {
     const broken = SERVICES[4]!;
     await commitToBare(

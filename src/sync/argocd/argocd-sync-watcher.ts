@@ -35,6 +35,16 @@ async function anyIncludes(request: SyncRequest, revisions: string[]): Promise<s
   return undefined;
 }
 
+/** `work`, or the signal's reason as soon as it aborts: a deployment stops waiting for a read it shares. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /** Whether Argo CD syncs the app on its own: an automated policy that is not switched off. */
 function autoSyncs(app: Application): boolean {
   const automated = app.spec?.syncPolicy?.automated;
@@ -84,6 +94,14 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
    * deployments of one commit (a burst commits up to 50 together) ask Argo CD to refresh once, not once each.
    */
   private readonly refreshes = new Map<string, Promise<Application>>();
+  /**
+   * The newest version of each application some waiting deployment saw (from the stream, the schedule or a
+   * read), and when, while deployments wait for it; with the number of them. A deployment's own read, the safety
+   * net between frames, uses a version younger than its interval instead of asking again, and reads at once are
+   * shared: 10,000 deployments waiting for one application read it once per interval, not 10,000 times.
+   */
+  private readonly seen = new Map<string, { app?: Application; at: number; waiting: number }>();
+  private readonly reads = new Map<string, Promise<Application>>();
 
   constructor(private readonly options: ArgoCdSyncWatcherOptions) {}
 
@@ -91,21 +109,26 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
     const { application, appNamespace } = request;
     const loop = new WaitLoop(request, `Argo CD application ${application}`, "Argo CD");
     const query = appNamespace ? { appNamespace } : {};
+    const key = `${appNamespace ?? ""}/${application}`;
+    const seen = this.seen.get(key) ?? { at: 0, waiting: 0 };
+    seen.waiting++;
+    this.seen.set(key, seen);
+    const arrived = (app: Application) => {
+      if (appNamespace && app.metadata?.namespace !== appNamespace) return;
+      this.saw(key, app);
+      news.push(app);
+    };
     // Subscribed before the first read, so that no version the stream brings is missed.
     const news = new News<Application>();
-    const unsubscribe = this.options.stream?.subscribe(application, (app) => {
-      if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
-    });
+    const unsubscribe = this.options.stream?.subscribe(application, arrived);
     const unregister = this.options.wakeUps?.register("argocd", appNamespace, application, () => news.poke());
-    const unschedule = this.options.schedule?.subscribe(application, (app) => {
-      if (!appNamespace || app.metadata?.namespace === appNamespace) news.push(app);
-    });
+    const unschedule = this.options.schedule?.subscribe(application, arrived);
     // follow() inline, not a call: thousands of deployments wait in here at once, each async frame costs memory
     try {
       const { client, stream, schedule } = this.options;
       const { signal, logger } = request;
 
-      let app = await loop.call(() => this.refreshed(request, query));
+      let app = await loop.call(() => untilAborted(this.refreshed(request, key, query), signal));
       loop.lastSeen = describe(app);
       // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
       // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the
@@ -129,13 +152,53 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
         // Even with news waiting, pause(0) checks the deadline, so a flapping application cannot outlive it.
         const next = news.nextPause(interval);
         await loop.pause(next.ms, next.wake);
-        app = news.take() ?? (await loop.call(() => client.getApplication(application, query, signal)));
+        app =
+          news.take() ??
+          (await loop.call(() =>
+            // after a notification, a version seen before it will not do
+            untilAborted(this.current(key, application, query, news.followingUp() ? 0 : interval), signal),
+          ));
       }
     } finally {
       unsubscribe?.();
       unregister?.();
       unschedule?.();
+      if (--seen.waiting === 0) this.seen.delete(key);
     }
+  }
+
+  /** Keeps `app` as the newest version of `key` while deployments wait for it. */
+  private saw(key: string, app: Application): void {
+    const seen = this.seen.get(key);
+    if (!seen) return;
+    seen.app = app;
+    seen.at = Date.now();
+  }
+
+  /**
+   * A version of the application no older than `maxAgeMs`: the newest one a waiting deployment saw, else one read
+   * now, shared by the deployments that ask while it is on its way (without any one deployment's signal).
+   */
+  private current(
+    key: string,
+    application: string,
+    query: { appNamespace?: string },
+    maxAgeMs: number,
+  ): Promise<Application> {
+    const seen = this.seen.get(key);
+    if (seen?.app && Date.now() - seen.at < maxAgeMs) return Promise.resolve(seen.app);
+    let read = this.reads.get(key);
+    if (!read) {
+      read = this.options.client
+        .getApplication(application, query)
+        .then((app) => {
+          this.saw(key, app);
+          return app;
+        })
+        .finally(() => this.reads.delete(key));
+      this.reads.set(key, read);
+    }
+    return read;
   }
 
   /**
@@ -143,12 +206,20 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
    * shared read has no deployment's signal (one deployment's abort must not fail the others); the client's
    * request timeout bounds it.
    */
-  private refreshed(request: SyncRequest, query: { appNamespace?: string }): Promise<Application> {
-    const key = `${query.appNamespace ?? ""}/${request.application}@${request.commit}`;
+  private refreshed(
+    request: SyncRequest,
+    appKey: string,
+    query: { appNamespace?: string },
+  ): Promise<Application> {
+    const key = `${appKey}@${request.commit}`;
     let read = this.refreshes.get(key);
     if (!read) {
       read = this.options.client
         .getApplication(request.application, { ...query, refresh: "normal" })
+        .then((app) => {
+          this.saw(appKey, app);
+          return app;
+        })
         .finally(() => this.refreshes.delete(key));
       this.refreshes.set(key, read);
     }
