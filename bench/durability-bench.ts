@@ -42,9 +42,9 @@ const WORLD_OPTIONS = {
   logLevel: "info",
   backend: simulatorBackend({ pollIntervalMs: 60_000 }),
 } as const;
-/** The heap size docs/configuration.md gives for a container with a 320 MiB memory limit. */
+/** The heap docs/configuration.md ("Memory") gives for 10,000 queued at the repository: 2 x 9 KiB each, rounded up. */
 const HEAP_MIB = 192;
-/** The heap size it gives for 10,000 deployments waiting for their GitOps tool (about 13 KiB each, and bursts). */
+/** The heap it gives for 10,000 waiting for their GitOps tool: 2 x 13 KiB each, rounded up. */
 const HEAP_WAITING_MIB = 256;
 /** How long the RSS is sampled after the last deployment started: node collects the burst's garbage meanwhile. */
 const SETTLE_S = 40;
@@ -166,8 +166,7 @@ async function main(): Promise<void> {
     const failed = resumeIds.filter((id) => world.answersSoFar(id).at(-1)?.data.result !== "pass").length;
 
     // Memory with IN_FLIGHT deployments in flight, in each waiting state: with node's default heap sizing, and
-    // with the heap size docs/configuration.md gives for a container with a 320 MiB memory limit. Each in a new
-    // world and process.
+    // with the heap size docs/configuration.md ("Memory") gives for them. Each in a new world and process.
     await service.kill();
     const heap = `--max-old-space-size=${HEAP_MIB}`;
     const queued = await inFlightMemory(dir, "repository");
