@@ -225,8 +225,11 @@ describe("Argo CD notifications in the lab: what the real argocd-notifications s
       "on-deployed of the new commit",
       () => sent("carts-dev", "on-deployed", sha)[0],
     );
+    // Both triggers fire on the same evaluation and the controller sends them in either order: wait for both.
+    await until("on-sync-succeeded of the new commit", () => sent("carts-dev", "on-sync-succeeded", sha)[0]);
     const succeeded = sent("carts-dev", "on-sync-succeeded", sha);
     expect(succeeded).to.have.length(1);
+    expect(sent("carts-dev", "on-deployed", sha)).to.have.length(1);
     for (const notification of [deployed, succeeded[0]!]) {
       // Rendered from the version the controller evaluated. That is mostly the one that finished the operation,
       // still OutOfSync (the comparison comes after); on a busy machine it skips versions and it is already Synced.
