@@ -230,12 +230,6 @@ export class NatsControlPlane implements ControlPlane {
     );
   }
 
-  /**
-   * With the control plane's stream, through JetStream with a message id made of the type and the triggered id:
-   * the stream keeps one copy of an answer sent twice (by a replica that died after sending it, and the one that
-   * carried its task on), and the server's acknowledgement says it was stored. Otherwise a core publish, which the
-   * client buffers while it reconnects.
-   */
   /** The CloudEvent of a message; undefined (logged) for one that is not a CloudEvent. */
   private decode(message: { subject: string; data: Uint8Array }): unknown {
     try {
@@ -250,6 +244,12 @@ export class NatsControlPlane implements ControlPlane {
     }
   }
 
+  /**
+   * With the control plane's stream, through JetStream with a message id made of the type and the triggered id:
+   * the stream keeps one copy of an answer sent twice (by a replica that died after sending it, and the one that
+   * carried its task on), and the server's acknowledgement says it was stored. Otherwise a core publish, which the
+   * client buffers while it reconnects.
+   */
   async publish(event: OutgoingEvent): Promise<void> {
     const message = natsBinding.structured(event);
     const connection = this.requireConnection();

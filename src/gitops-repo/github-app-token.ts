@@ -5,6 +5,7 @@ import { RetryableError, TerminalError } from "../shared/errors.js";
 import type { SecretRegistry } from "../shared/secrets.js";
 import { rateLimitWait } from "./pull-requests/github-pull-request-host.js";
 import { RateLimitedError } from "./pull-requests/request-policy.js";
+import { abortable } from "../shared/abortable.js";
 
 /**
  * Authentication as a GitHub App installation: the app's private key signs a short-lived JWT (RS256), which is
@@ -231,22 +232,4 @@ function describe(error: unknown): string {
 function describeKeyError(error: unknown): string {
   const code = (error as { code?: unknown } | undefined)?.code;
   return typeof code === "string" ? code : "unreadable";
-}
-
-/** Waits for `promise`, or rejects with the signal's reason when it aborts first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }

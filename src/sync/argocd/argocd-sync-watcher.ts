@@ -1,4 +1,5 @@
 import type { SyncOutcome, SyncRequest, SyncWatcher } from "../sync-watcher.js";
+import { abortable } from "../../shared/abortable.js";
 import { News } from "../news.js";
 import { WaitLoop } from "../wait-loop.js";
 import type { WakeUps } from "../wake-ups.js";
@@ -33,16 +34,6 @@ function revisionsOf(
 async function anyIncludes(request: SyncRequest, revisions: string[]): Promise<string | undefined> {
   for (const revision of revisions) if (await request.includes(revision)) return revision;
   return undefined;
-}
-
-/** `work`, or the signal's reason as soon as it aborts: a deployment stops waiting for a read it shares. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** Whether Argo CD syncs the app on its own: an automated policy that is not switched off. */
@@ -90,17 +81,17 @@ function unhealthyDetails(app: Application): string {
  */
 export class ArgoCdSyncWatcher implements SyncWatcher {
   /**
-   * The refreshing read of an application after a push, by application and commit while it is on its way: the
-   * deployments of one commit (a burst commits up to 50 together) ask Argo CD to refresh once, not once each.
-   */
-  private readonly refreshes = new Map<string, Promise<Application>>();
-  /**
    * The newest version of each application some waiting deployment saw (from the stream, the schedule or a
    * read), and when, while deployments wait for it; with the number of them. A deployment's own read, the safety
    * net between frames, uses a version younger than its interval instead of asking again, and reads at once are
    * shared: 10,000 deployments waiting for one application read it once per interval, not 10,000 times.
    */
   private readonly seen = new Map<string, { app?: Application; at: number; waiting: number }>();
+  /**
+   * Reads of applications on their way, shared by the deployments that ask while one is (`shared`): the refreshing
+   * read after a push, by application and commit, so that the deployments of one commit (a burst commits up to 50
+   * together) ask Argo CD to refresh once; and the plain read, by application.
+   */
   private readonly reads = new Map<string, Promise<Application>>();
 
   constructor(private readonly options: ArgoCdSyncWatcherOptions) {}
@@ -128,7 +119,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
       const { client, stream, schedule } = this.options;
       const { signal, logger } = request;
 
-      let app = await loop.call(() => untilAborted(this.refreshed(request, key, query), signal));
+      let app = await loop.call(() => abortable(this.refreshed(request, key, query), signal));
       loop.lastSeen = describe(app);
       // A manual application applies nothing until it is synced. "Synced" alone is no reason to skip that: with
       // ignoreDifferences the comparison can say Synced at the commit while the commit was never applied (the
@@ -156,7 +147,7 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
           news.take() ??
           (await loop.call(() =>
             // after a notification, a version seen before it will not do
-            untilAborted(this.current(key, application, query, news.followingUp() ? 0 : interval), signal),
+            abortable(this.current(key, application, query, news.followingUp() ? 0 : interval), signal),
           ));
       }
     } finally {
@@ -187,43 +178,37 @@ export class ArgoCdSyncWatcher implements SyncWatcher {
   ): Promise<Application> {
     const seen = this.seen.get(key);
     if (seen?.app && Date.now() - seen.at < maxAgeMs) return Promise.resolve(seen.app);
-    let read = this.reads.get(key);
-    if (!read) {
-      read = this.options.client
-        .getApplication(application, query)
-        .then((app) => {
-          this.saw(key, app);
-          return app;
-        })
-        .finally(() => this.reads.delete(key));
-      this.reads.set(key, read);
-    }
-    return read;
+    return this.shared(`read ${key}`, key, () => this.options.client.getApplication(application, query));
   }
 
   /**
-   * The application read with `refresh=normal`, shared by the deployments waiting for the same commit of it. The
-   * shared read has no deployment's signal (one deployment's abort must not fail the others); the client's
-   * request timeout bounds it.
+   * The read under `readKey` on its way, or `read()` started now and kept there until it ends. The shared read has
+   * no deployment's signal (one deployment's abort must not fail the others): each waits for it with `abortable`,
+   * and the client's request timeout bounds it. What it brings is the newest version seen of `appKey`.
    */
+  private shared(readKey: string, appKey: string, read: () => Promise<Application>): Promise<Application> {
+    let pending = this.reads.get(readKey);
+    if (!pending) {
+      pending = read()
+        .then((app) => {
+          this.saw(appKey, app);
+          return app;
+        })
+        .finally(() => this.reads.delete(readKey));
+      this.reads.set(readKey, pending);
+    }
+    return pending;
+  }
+
+  /** The application read with `refresh=normal`, shared by the deployments waiting for the same commit of it. */
   private refreshed(
     request: SyncRequest,
     appKey: string,
     query: { appNamespace?: string },
   ): Promise<Application> {
-    const key = `${appKey}@${request.commit}`;
-    let read = this.refreshes.get(key);
-    if (!read) {
-      read = this.options.client
-        .getApplication(request.application, { ...query, refresh: "normal" })
-        .then((app) => {
-          this.saw(appKey, app);
-          return app;
-        })
-        .finally(() => this.refreshes.delete(key));
-      this.refreshes.set(key, read);
-    }
-    return read;
+    return this.shared(`refresh ${appKey}@${request.commit}`, appKey, () =>
+      this.options.client.getApplication(request.application, { ...query, refresh: "normal" }),
+    );
   }
 
   /** Whether the last operation synced, or is syncing, a revision that contains the commit. */
