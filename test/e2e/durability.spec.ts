@@ -43,7 +43,7 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
     DeploymentWorld.start({
       jetstream: true,
       inProcess: false,
-      // An interrupted task is carried on at the next look at the leases (every third of it).
+      // An interrupted task is carried on at the next turn of the heartbeat (every third of the lease).
       lease: "3s",
       extraFiles: burstGitopsFiles(50),
       // 55 applications: the simulator compares with git on the service's refresh, not every 100 ms (as Argo CD,
@@ -233,25 +233,12 @@ describe("durability: SIGKILL at each phase, JetStream intake and task store (se
   });
 
   it("the same triggered event twice (same id): one started, one finished, one commit", async () => {
-    const body = {
-      specversion: "1.0",
-      id: "6f7a8b9c-dup1-4e8f-9b6a-1c2d3e4f5a6b",
-      type: "sh.keptn.event.deployment.triggered",
-      source: "shipyard-controller",
-      shkeptncontext: "6f7a8b9c-ctx1-4e8f-9b6a-1c2d3e4f5a6b",
-      data: {
-        project: "sockshop",
-        stage: "dev",
-        service: "carts",
-        configurationChange: { values: { image: "docker.io/keptnexamples/carts:2.5.0" } },
-        deployment: { deploymentURIsLocal: null, deploymentstrategy: "direct" },
-      },
-    };
-    world().trigger({ body });
-    world().trigger({ body });
-    const finished = expectOneAnswer(await answersOf(body.id));
+    const image = "docker.io/keptnexamples/carts:2.5.0";
+    const { id, shkeptncontext } = world().trigger({ image });
+    world().trigger({ image, envelope: { id, shkeptncontext } });
+    const finished = expectOneAnswer(await answersOf(id));
     expect(finished.data).to.include({ status: "succeeded", result: "pass" });
-    expect(await commitsFor(world().fixture.bareDir, body.id)).to.equal(1);
+    expect(await commitsFor(world().fixture.bareDir, id)).to.equal(1);
   });
 
   it("50 triggered events published while the service is down are all answered once after it starts", async () => {

@@ -9,6 +9,7 @@ import { SecretRegistry } from "../../src/shared/secrets.js";
 import { GitHubSimulator } from "../simulators/github/github-simulator.js";
 import { commitToBare, createGitopsFixture } from "../support/gitops-fixture.js";
 import type { GitopsFixture } from "../support/gitops-fixture.js";
+import { rejection } from "../support/rejection.js";
 
 // GitHubAppTokens against the GitHub simulator, which verifies the app's JWT with the app's public key and the
 // clock rules GitHub applies, issues installation tokens with a lifetime, and accepts them on the pulls API.
@@ -68,15 +69,6 @@ describe("GitHub App installation tokens", function () {
   }
 
   const exchanges = () => sim.requests.filter((request) => request.path.endsWith("/access_tokens")).length;
-
-  async function failure(promise: Promise<unknown>): Promise<Error> {
-    try {
-      await promise;
-    } catch (error) {
-      return error as Error;
-    }
-    throw new Error("expected the call to fail");
-  }
 
   /** No private key line, no JWT and no issued token anywhere in the error, its cause chain included. */
   function expectNoSecretIn(error: Error) {
@@ -176,7 +168,7 @@ describe("GitHub App installation tokens", function () {
   it("refuses a wrong private key with a TerminalError that says what to check and shows no secret", async () => {
     await startSimulator();
     const secrets = new SecretRegistry();
-    const error = await failure(tokens({ privateKey: wrongKeys.privateKey, secrets }).tokenFor());
+    const error = await rejection(tokens({ privateKey: wrongKeys.privateKey, secrets }).tokenFor());
     expect(error).to.be.instanceOf(TerminalError);
     expect(error.message).to.include("A JSON web token could not be decoded");
     expect(error.message).to.include(
@@ -192,7 +184,7 @@ describe("GitHub App installation tokens", function () {
 
   it("refuses an unknown installation with a TerminalError naming the installation", async () => {
     await startSimulator();
-    const error = await failure(tokens({ installationId: 999 }).tokenFor());
+    const error = await rejection(tokens({ installationId: 999 }).tokenFor());
     expect(error).to.be.instanceOf(TerminalError);
     expect(error.message).to.match(/no installation 999 of GitHub App 31337 \(404: Not Found\)/);
     expect(error.message).to.include(
@@ -203,7 +195,7 @@ describe("GitHub App installation tokens", function () {
 
   it("says to check the clock when the service's clock runs ahead of GitHub's", async () => {
     await startSimulator();
-    const error = await failure(tokens({ now: () => clock + 2 * MINUTE }).tokenFor());
+    const error = await rejection(tokens({ now: () => clock + 2 * MINUTE }).tokenFor());
     expect(error).to.be.instanceOf(TerminalError);
     // more than the 60 s of slack on either side: `iat` is in GitHub's future, `exp` more than 10 minutes ahead
     expect(error.message).to.match(
@@ -218,7 +210,7 @@ describe("GitHub App installation tokens", function () {
 
   it("refuses a private key that is not PEM before calling GitHub", async () => {
     await startSimulator();
-    const error = await failure(tokens({ privateKey: "MIIEowIBAAKCAQEAnotAKeyAtAll" }).tokenFor());
+    const error = await rejection(tokens({ privateKey: "MIIEowIBAAKCAQEAnotAKeyAtAll" }).tokenFor());
     expect(error).to.be.instanceOf(TerminalError);
     expect(error.message).to.match(
       /the private key of GitHub App 31337 configured for repository "gitops" is not a PEM/,
@@ -237,7 +229,7 @@ describe("GitHub App installation tokens", function () {
     await startSimulator();
     const app = tokens();
     sim.injectFailures(1, 502);
-    const failed = await failure(app.tokenFor());
+    const failed = await rejection(app.tokenFor());
     expect(failed).to.be.instanceOf(RetryableError);
     expect(failed.message).to.include("GitHub answered 502");
     expectNoSecretIn(failed);
@@ -247,7 +239,7 @@ describe("GitHub App installation tokens", function () {
     const closed = new GitHubSimulator({ token: "unused-token", repositories: [] });
     const url = await closed.start();
     await closed.stop();
-    const network = await failure(tokens({ apiUrl: url }).tokenFor());
+    const network = await rejection(tokens({ apiUrl: url }).tokenFor());
     expect(network).to.be.instanceOf(RetryableError);
     expect(network.message).to.include("GitHub did not answer");
   });
@@ -259,7 +251,7 @@ describe("GitHub App installation tokens", function () {
     const waiting = app.tokenFor(controller.signal);
     const other = app.tokenFor();
     controller.abort(new Error("deployment cancelled"));
-    expect((await failure(waiting)).message).to.equal("deployment cancelled");
+    expect((await rejection(waiting)).message).to.equal("deployment cancelled");
     expect(await other).to.match(/^ghs_/);
     expect(exchanges()).to.equal(1);
   });

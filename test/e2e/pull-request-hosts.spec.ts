@@ -19,6 +19,7 @@ import { GitHubSimulator } from "../simulators/github/github-simulator.js";
 import { GitLabSimulator } from "../simulators/gitlab/gitlab-simulator.js";
 import { commitToBare, createGitopsFixture, git, gitLog, readFileAt } from "../support/gitops-fixture.js";
 import type { GitopsFixture } from "../support/gitops-fixture.js";
+import { rejection } from "../support/rejection.js";
 
 // The same scenarios against both API simulators, each over a real bare repo: the branch is pushed with real git,
 // reviewers merge for real, and the merge commit the host reports must be the head of main in the bare repo.
@@ -170,15 +171,6 @@ async function pushBranch(
   );
   await commitToBare(fixture.bareDir, { [VALUES]: values }, pullRequestTitle(context), { branch });
   return { branch, base: "main", title: pullRequestTitle(context), body: pullRequestBody(context) };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected the call to fail");
 }
 
 const SCENARIOS: { name: string; run(world: World): Promise<void> }[] = [

@@ -16,6 +16,7 @@ import {
   retryAfterMs,
 } from "../../src/gitops-repo/pull-requests/request-policy.js";
 import { pullRequestConfigSchema } from "../../src/gitops-repo/pull-requests/schema.js";
+import { rejection } from "../support/rejection.js";
 
 const context: PullRequestContext = {
   project: "sockshop",
@@ -295,12 +296,3 @@ describe("pull requests: rate limits", () => {
     expect(Date.now() - started).to.be.lessThan(5_000);
   });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected a rejection");
-}

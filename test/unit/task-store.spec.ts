@@ -16,6 +16,7 @@ import {
 } from "../../src/task-store/task-store.js";
 import { NatsServerProcess } from "../support/nats-server.js";
 import { waitFor } from "../support/wait.js";
+import { rejection } from "../support/rejection.js";
 
 // The same scenarios against both adapters of TaskStore: a directory of files, and a JetStream key-value bucket
 // on a real nats-server. "Restart" is real: a new FileTaskStore on the same directory; for JetStream, nats-server
@@ -113,15 +114,6 @@ function done(id: string, doneAt: number): TaskRecord {
     finish: { status: "succeeded", result: "pass", message: "synced" },
     doneAt,
   });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error("expected the call to fail");
 }
 
 async function created(store: TaskStore, task: TaskRecord): Promise<number> {
